@@ -1,0 +1,78 @@
+"""Command line: argument parsing, rendering and exit codes. No logic lives here.
+
+`main(argv)` can be called from tests; it never raises for user errors, it returns the
+exit code: 0 ok, 1 error, 2 usage, 3 drift or stale lock, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from envsync import __version__
+from envsync.cli import core_cmds, env_cmds, launch_cmds
+from envsync.cli.app import App
+from envsync.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvsyncError
+
+DESCRIPTION = """\
+Lock a notebook's dependencies inside the notebook, build the exact environment on
+every collaborator's machine, and serve it through Jupyter Kernel Gateway.
+
+typical flow:
+  envsync init analysis.ipynb --python 3.11     add a manifest (and a lock) to a notebook
+  envsync add analysis.ipynb "pandas>=2"        declare a dependency and re-lock
+  envsync launch analysis.ipynb                 build or reuse the env, start the gateway
+
+exit codes: 0 ok, 1 error, 2 usage, 3 drift or stale lock found by a check, 130 interrupted
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"ERROR {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and tool output on errors")
+    common.add_argument("--home", metavar="DIR", help="envsync's data folder (default: ENVSYNC_HOME or the user data dir)")
+    parser = _Parser(
+        prog="envsync",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"envsync {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    core_cmds.register(sub, common)
+    env_cmds.register(sub, common)
+    launch_cmds.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    app = App.from_args(args)
+    try:
+        return int(args.handler(args, app) or 0)
+    except EnvsyncError as exc:
+        app.error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        app.err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 (the one place that turns bugs into a message)
+        app.bug(exc)
+        return 1

@@ -1,0 +1,100 @@
+"""What every command handler gets: settings, output helpers and the error renderer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TextIO
+
+from envsync.errors import EnvsyncError, ToolError
+from envsync.settings import Settings, load_settings
+
+
+@dataclass
+class App:
+    verbose: bool
+    json: bool
+    home: Path | None
+    backend: str | None = None
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> App:
+        return cls(
+            verbose=bool(getattr(args, "verbose", False)),
+            json=bool(getattr(args, "json", False)),
+            home=Path(args.home) if getattr(args, "home", None) else None,
+            backend=getattr(args, "backend", None),
+        )
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(home=self.home, backend=self.backend, verbose=self.verbose)
+
+    @cached_property
+    def console(self) -> Any:
+        """Rich console on stderr for people; stdout stays for data."""
+        from rich.console import Console
+
+        return Console(file=self.stderr, highlight=False, soft_wrap=True)
+
+    @cached_property
+    def out_console(self) -> Any:
+        from rich.console import Console
+
+        return Console(file=self.stdout, highlight=False, soft_wrap=True)
+
+    def emit_json(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, sort_keys=False) + "\n")
+        self.stdout.flush()
+
+    def say(self, text: str) -> None:
+        """A line for a person (rich markup allowed), on stderr so pipes get data only."""
+        if not self.json:
+            self.console.print(text)
+
+    def warn(self, text: str) -> None:
+        if self.json:
+            self.stderr.write(f"WARNING {text}\n")
+        else:
+            self.console.print(f"[bold yellow]WARNING[/] {text}", markup=True)
+
+    def err(self, text: str) -> None:
+        self.stderr.write(f"ERROR {text}\n")
+
+    def progress(self, prefix: str = "") -> Any:
+        """A callback that shows a tool's progress lines on one status line."""
+        if self.json:
+            return None
+
+        def show(line: str) -> None:
+            line = line.strip()
+            # uv lists each added/removed pin; the lock diff shows those better.
+            if line and not line.startswith(("+ ", "- ", "~ ")):
+                self.console.print(f"[dim]{prefix}{line}[/]", markup=True)
+
+        return show
+
+    def error(self, exc: EnvsyncError) -> None:
+        self.stderr.write(f"ERROR {exc.message}\n")
+        if exc.hint:
+            self.stderr.write(f"hint: {exc.hint}\n")
+        if self.verbose:
+            if isinstance(exc, ToolError) and exc.command:
+                self.stderr.write("command: " + " ".join(exc.command) + "\n")
+            if exc.detail:
+                self.stderr.write(exc.detail.rstrip() + "\n")
+            traceback.print_exception(exc, file=self.stderr)
+
+    def bug(self, exc: BaseException) -> None:
+        self.stderr.write(f"ERROR unexpected {type(exc).__name__}: {exc}\n")
+        if self.verbose:
+            traceback.print_exception(exc, file=self.stderr)
+        else:
+            self.stderr.write("hint: run again with --verbose and report the traceback\n")

@@ -1,0 +1,305 @@
+"""init, add, remove, lock, show, diff, export, import, index: manifest and lock commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from envsync.cli.app import App
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    def cmd(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description or help_, parents=[common])
+        return p
+
+    p = cmd(
+        "init",
+        "add a manifest and a lock to a notebook (creates the notebook if missing)",
+        "Add metadata.envsync to NOTEBOOK: a project name, a Python range, declared dependencies "
+        "and a lock resolved for every target platform. Creates an empty notebook if NOTEBOOK does not exist.",
+    )
+    p.add_argument("notebook", type=Path)
+    p.add_argument("dependencies", nargs="*", metavar="REQUIREMENT", help='e.g. "pandas>=2" matplotlib')
+    p.add_argument("--python", metavar="X.Y", help="Python minor version the lock targets (default: this interpreter's)")
+    p.add_argument("--project", metavar="NAME", help="project slug; the kernel is named envsync-NAME (default: from the file name)")
+    p.add_argument("--environment", dest="environments", action="append", metavar="TARGET",
+                   help="target platform, repeatable (default: linux-x86_64 linux-aarch64 macos-arm64 macos-x86_64 windows-x86_64)")
+    p.add_argument("--index", metavar="URL", help="PEP 503 index to resolve from (must be allowed on this machine)")
+    p.add_argument("--no-lock", action="store_true", help="write the manifest without resolving")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=_init)
+
+    p = cmd("add", "declare dependencies and re-lock")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("requirements", nargs="+", metavar="REQUIREMENT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_add)
+
+    p = cmd("remove", "drop declared dependencies and re-lock")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_remove)
+
+    p = cmd(
+        "lock",
+        "resolve the declared dependencies into the notebook's lock",
+        "Resolve (keeping current pins unless asked to upgrade) and write the lock. "
+        "With --check, only tell whether the lock is current: exit 0 if so, 3 if stale (no network).",
+    )
+    p.add_argument("notebook", type=Path)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--upgrade", action="store_true", help="allow every package to move to its newest version")
+    g.add_argument("--upgrade-package", action="append", default=[], metavar="P", help="allow P to move (repeatable)")
+    g.add_argument("--check", action="store_true", help="exit 3 if the lock is stale, 0 if current; writes nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_lock)
+
+    p = cmd("show", "show declared dependencies, the lock summary, fingerprint and staleness")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_show)
+
+    p = cmd("diff", "lock differences between two versions of a notebook",
+            "Per package: added, removed, upgraded, downgraded, and file-hash changes at the same version "
+            "(a re-upload or a tampered lock), plus requires-python and target changes. Exit 0 either way.")
+    p.add_argument("old", type=Path, metavar="OLD.ipynb")
+    p.add_argument("new", type=Path, metavar="NEW.ipynb")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_diff)
+
+    p = cmd("export", "write the lock as pylock.toml or a hashed requirements file",
+            "pylock: PEP 751 pylock.toml with each file's URL looked up on the index (uv pip install -r and pip accept it). "
+            "requirements: name==version lines with --hash for one platform (default: this machine).")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("--format", choices=["pylock", "requirements"], default="pylock")
+    p.add_argument("--environment", metavar="TARGET", help="platform for --format requirements (default: this machine)")
+    p.add_argument("--python", metavar="X.Y", help="Python for --format requirements (default: lowest the lock covers)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(handler=_export)
+
+    p = cmd("import", "add a manifest from requirements.txt, pyproject.toml, pylock.toml or a juv notebook",
+            "Create or fill NOTEBOOK's manifest from SOURCE and lock it. SOURCE may be NOTEBOOK itself "
+            "when it carries juv's `# /// script` metadata.")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("source", type=Path)
+    p.add_argument("--python", metavar="X.Y")
+    p.add_argument("--project", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_import)
+
+    p = cmd("index", "allow a non-default package index on this machine")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    a = isub.add_parser("allow", help="trust URL as a package index for notebooks opened here", parents=[common])
+    a.add_argument("url")
+    a.set_defaults(handler=_index_allow)
+    lst = isub.add_parser("list", help="list allowed indexes", parents=[common])
+    lst.set_defaults(handler=_index_list)
+
+
+def _result(app: App, res: Any, *, verb: str) -> int:
+    from envsync.cli.render import print_diff
+
+    m = res.manifest
+    if app.json:
+        app.emit_json(
+            {
+                "notebook": str(res.path),
+                "written": res.written,
+                "project": m.project,
+                "fingerprint": m.lock.fingerprint if m.lock else None,
+                "packages": len(m.lock.packages) if m.lock else 0,
+                "diff": res.diff.to_dict(),
+            }
+        )
+        return 0
+    print_diff(app, res.diff, title="lock changes")
+    if m.lock:
+        state = "written" if res.written else "unchanged"
+        app.say(f"{verb} {res.path}: {len(m.lock.packages)} packages, fingerprint {m.lock.fingerprint[:19]}… ({state})")
+    else:
+        app.say(f"{verb} {res.path} (not locked yet: run `envsync lock {res.path}`)")
+    return 0
+
+
+def _init(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+
+    res = project.init(
+        args.notebook,
+        settings=app.settings,
+        python=args.python,
+        project=args.project,
+        dependencies=args.dependencies,
+        environments=args.environments,
+        index=args.index,
+        lock_now=not args.no_lock,
+        progress=app.progress("uv: "),
+    )
+    return _result(app, res, verb="created" if res.created else "initialised")
+
+
+def _add(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+
+    res = project.add(project.load(args.notebook), args.requirements, settings=app.settings, progress=app.progress("uv: "))
+    return _result(app, res, verb="locked")
+
+
+def _remove(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+
+    res = project.remove(project.load(args.notebook), args.names, settings=app.settings, progress=app.progress("uv: "))
+    return _result(app, res, verb="locked")
+
+
+def _lock(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+
+    proj = project.load(args.notebook)
+    if args.check:
+        project.check_lock_current(proj)
+        if app.json:
+            app.emit_json({"notebook": str(args.notebook), "stale": False, "fingerprint": proj.manifest.lock.fingerprint if proj.manifest.lock else None})
+        else:
+            app.say(f"{args.notebook}: lock is current")
+        return 0
+    res = project.relock(
+        proj,
+        proj.manifest,
+        settings=app.settings,
+        upgrade=args.upgrade,
+        upgrade_packages=tuple(args.upgrade_package),
+        progress=app.progress("uv: "),
+    )
+    return _result(app, res, verb="locked")
+
+
+def _show(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+
+    summary = project.show(project.load(args.notebook)).to_dict()
+    if app.json:
+        app.emit_json(summary)
+        return 0
+    out = app.out_console
+    out.print(f"[bold]{summary['notebook']}[/]  project [bold]{summary['project']}[/]  kernel {summary['kernel']}")
+    out.print(f"requires-python {summary['requires-python']}   targets {', '.join(summary['environments'])}")
+    if summary["index"] != "https://pypi.org/simple":
+        out.print(f"index {summary['index']}")
+    out.print("declared: " + (", ".join(summary["dependencies"]) or "(nothing)"))
+    if not summary["locked"]:
+        out.print("[yellow]not locked[/]: run `envsync lock`")
+        return 0
+    state = "[bold yellow]STALE[/] (run `envsync lock`)" if summary["stale"] else "[green]current[/]"
+    out.print(f"lock: {len(summary['packages'])} packages, {state}")
+    out.print(f"fingerprint {summary['fingerprint']}")
+    for p in summary["packages"]:
+        marker = f"  [dim]; {p['marker']}[/]" if p["marker"] else ""
+        out.print(f"  {p['name']} {p['version']}{marker}")
+    return 0
+
+
+def _diff(args: argparse.Namespace, app: App) -> int:
+    from envsync import project
+    from envsync.cli.render import print_diff
+
+    d = project.diff_notebooks(args.old, args.new)
+    if app.json:
+        app.emit_json(d.to_dict())
+        return 0
+    print_diff(app, d, title=f"{args.old} → {args.new}")
+    if d.hash_changes:
+        app.warn(f"{len(d.hash_changes)} package(s) changed file hashes without changing version: review before running")
+    return 0
+
+
+def _export(args: argparse.Namespace, app: App) -> int:
+    from envsync import interop, project
+    from envsync.errors import EnvsyncError
+    from envsync.targets import current_target, pythons_in_range
+
+    proj = project.load(args.notebook)
+    lock = project.lock_of(proj)
+    if args.format == "pylock":
+        if args.environment or args.python:
+            raise EnvsyncError("--environment and --python apply to --format requirements only")
+        text = interop.export_pylock(lock)
+    else:
+        target = args.environment or (current_target().name if current_target() else None)
+        if target is None:
+            raise EnvsyncError("this machine is none of the target platforms; pass --environment")
+        if target not in lock.environments:
+            raise EnvsyncError(f"the lock does not cover {target}", hint="covered: " + ", ".join(lock.environments))
+        pythons = pythons_in_range(lock.requires_python)
+        python = args.python or pythons[0]
+        if python not in pythons:
+            raise EnvsyncError(f"the lock does not cover Python {python}", hint="covered: " + ", ".join(pythons))
+        text = interop.export_requirements(lock, target=target, python=python)
+    if args.output:
+        from envsync.fsutil import atomic_write_text
+
+        atomic_write_text(args.output, text)
+        app.say(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _import(args: argparse.Namespace, app: App) -> int:
+    from envsync import interop, project
+    from envsync.errors import EnvsyncError
+    from envsync.notebook import read_notebook
+
+    src: Path = args.source
+    requires: str | None
+    if src.suffix == ".ipynb":
+        found = interop.read_juv_notebook(read_notebook(src).data)
+        if found is None:
+            raise EnvsyncError(f"{src} has no `# /// script` metadata to import")
+        deps, requires = found
+    elif src.name == "pyproject.toml":
+        deps, requires = interop.read_pyproject(src)
+    elif src.name.startswith("pylock") and src.suffix == ".toml":
+        deps, requires = interop.read_pylock(src)
+    else:
+        deps, requires = interop.read_requirements_file(src), None
+    python = args.python or _minor_from(requires)
+    res = project.init(
+        args.notebook,
+        settings=app.settings,
+        python=python,
+        project=args.project,
+        dependencies=deps,
+        progress=app.progress("uv: "),
+    )
+    return _result(app, res, verb="imported into")
+
+
+def _minor_from(requires: str | None) -> str | None:
+    """The lowest X.Y a requires-python admits, for a lock that must cover it."""
+    if not requires:
+        return None
+    from envsync.targets import pythons_in_range
+
+    return pythons_in_range(requires)[0]
+
+
+def _index_allow(args: argparse.Namespace, app: App) -> int:
+    from envsync.errors import UsageError
+    from envsync.settings import allow_index
+
+    if not args.url.startswith(("https://", "http://")):
+        raise UsageError(f"{args.url!r} is not an http(s) URL")
+    path = allow_index(app.settings, args.url)
+    app.say(f"allowed {args.url} (recorded in {path})")
+    return 0
+
+
+def _index_list(args: argparse.Namespace, app: App) -> int:
+    for url in app.settings.allowed_indexes:
+        print(url)
+    return 0

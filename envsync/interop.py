@@ -1,0 +1,215 @@
+"""Export a lock as pylock.toml or a hashed requirements file; import from other formats."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from envsync.errors import EnvsyncError, LockError, NotebookError
+from envsync.lock import Lock, LockedPackage, packages_for
+from envsync.targets import TARGETS, marker_environment
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def pylock_document(lock: Lock, *, urls: Mapping[str, str] | None) -> Any:
+    """The lock as a PEP 751 TOML document; with `urls`, every artifact gets its URL."""
+    import tomlkit
+
+    doc = tomlkit.document()
+    doc["lock-version"] = "1.0"
+    doc["created-by"] = lock.created_by
+    doc["requires-python"] = lock.requires_python
+    pkgs = tomlkit.aot()
+    for p in lock.packages:
+        t = tomlkit.table()
+        t["name"] = p.name
+        t["version"] = p.version
+        if p.marker:
+            t["marker"] = p.marker
+        if p.requires_python:
+            t["requires-python"] = p.requires_python
+        if p.index:
+            t["index"] = p.index
+        if p.sdist:
+            t["sdist"] = _artifact_table(p.sdist.name, p.sdist.sha256, urls)
+        if p.wheels:
+            arr = tomlkit.array()
+            arr.multiline(True)
+            for w in p.wheels:
+                arr.append(_artifact_table(w.name, w.sha256, urls))
+            t["wheels"] = arr
+        pkgs.append(t)
+    doc["packages"] = pkgs
+    tool = tomlkit.table()
+    env = tomlkit.table()
+    env["inputs"] = lock.inputs
+    env["fingerprint"] = lock.fingerprint
+    env["environments"] = list(lock.environments)
+    tool["envsync"] = env
+    doc["tool"] = tool
+    return doc
+
+
+def _artifact_table(name: str, sha256: str, urls: Mapping[str, str] | None) -> Any:
+    import tomlkit
+
+    t = tomlkit.inline_table()
+    t["name"] = name
+    if urls is not None:
+        t["url"] = urls[name]
+    t["hashes"] = {"sha256": sha256}
+    return t
+
+
+def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
+    """pylock.toml text with URLs looked up on each package's index (installers need them)."""
+    import tomlkit
+
+    urls: dict[str, str] = {}
+    for p in lock.packages:
+        if not p.index:
+            raise LockError(f"{p.name} names no index, so its files cannot be located")
+        wanted = {a.name: a.sha256 for a in (*p.wheels, *([p.sdist] if p.sdist else []))}
+        found = project_files(p.index, p.name, timeout=timeout)
+        for fname, sha in wanted.items():
+            if fname not in found:
+                raise EnvsyncError(f"{fname} is no longer on {p.index}", hint="re-lock with `envsync lock --upgrade-package " + p.name + "`")
+            url, listed_sha = found[fname]
+            if listed_sha and listed_sha != sha:
+                raise EnvsyncError(
+                    f"{fname} on {p.index} has a different sha256 than the lock: "
+                    "the file was replaced or the lock was tampered with"
+                )
+            urls[fname] = url
+    return tomlkit.dumps(pylock_document(lock, urls=urls))
+
+
+def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
+    """File name → (absolute URL, sha256 if listed) from a PEP 691 JSON or PEP 503 HTML page."""
+    page = f"{index.rstrip('/')}/{canonicalize_name(name)}/"
+    req = urllib.request.Request(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (allowed index only)
+            body = resp.read()
+            ctype = resp.headers.get("Content-Type", "")
+            base = resp.geturl()
+    except (urllib.error.URLError, OSError) as exc:
+        raise EnvsyncError(f"cannot reach the package index {index}: {exc}") from None
+    out: dict[str, tuple[str, str | None]] = {}
+    if SIMPLE_JSON in ctype:
+        for f in json.loads(body).get("files", []):
+            out[f["filename"]] = (urllib.parse.urljoin(base, f["url"]), f.get("hashes", {}).get("sha256"))
+        return out
+    parser = _Links()
+    parser.feed(body.decode("utf-8", "replace"))
+    for href in parser.hrefs:
+        url, _, frag = urllib.parse.urljoin(base, href).partition("#")
+        fname = urllib.parse.unquote(url.rsplit("/", 1)[-1])
+        m = re.match(r"sha256=([0-9a-f]{64})", frag)
+        out[fname] = (url, m.group(1) if m else None)
+    return out
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.hrefs.append(href)
+
+
+def export_requirements(lock: Lock, *, target: str, python: str) -> str:
+    """A hashed requirements file for one platform, installable with --require-hashes."""
+    pkgs = packages_for(lock, marker_environment(TARGETS[target], python))
+    return hashed_requirements(pkgs, header=f"# envsync lock {lock.fingerprint}\n# for {target}, CPython {python}\n")
+
+
+def hashed_requirements(pkgs: list[LockedPackage], *, header: str = "") -> str:
+    lines = [header] if header else []
+    indexes = sorted({p.index for p in pkgs if p.index})
+    if len(indexes) == 1:
+        lines.append(f"--index-url {indexes[0]}\n")
+    for p in pkgs:
+        hashes = sorted({a.sha256 for a in (*p.wheels, *([p.sdist] if p.sdist else []))})
+        body = " \\\n    ".join([f"{p.name}=={p.version}", *(f"--hash=sha256:{h}" for h in hashes)])
+        lines.append(body + "\n")
+    return "".join(lines)
+
+
+# ---- import -------------------------------------------------------------------------
+
+
+def read_requirements_file(path: Path) -> list[str]:
+    """Plain requirement lines of a requirements.txt (options and hashes are dropped)."""
+    out = []
+    for line in _read_text(path).splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            raise EnvsyncError(f"{path}: option lines such as {line.split()[0]!r} are not imported")
+        out.append(line.split(" --hash", 1)[0].rstrip(" \\"))
+    return out
+
+
+def read_pyproject(path: Path) -> tuple[list[str], str | None]:
+    data = _toml(path)
+    project = data.get("project", {})
+    return list(project.get("dependencies", [])), project.get("requires-python")
+
+
+def read_pylock(path: Path) -> tuple[list[str], str | None]:
+    """A pylock.toml's packages as exact pins, to be re-locked for the notebook's targets."""
+    data = _toml(path)
+    pins = []
+    for p in data.get("packages", []):
+        pin = f"{p['name']}=={p['version']}"
+        if p.get("marker"):
+            pin += f" ; {p['marker']}"
+        pins.append(pin)
+    return pins, data.get("requires-python")
+
+
+def read_juv_notebook(data: Mapping[str, Any]) -> tuple[list[str], str | None] | None:
+    """Dependencies from a juv notebook's PEP 723 `# /// script` cell, if it has one."""
+    for cell in data.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        text = "".join(src) if isinstance(src, list) else str(src)
+        m = re.search(r"^# /// script\s*$(.*?)^# ///\s*$", text, re.M | re.S)
+        if not m:
+            continue
+        body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in m.group(1).strip("\n").splitlines())
+        meta = tomllib.loads(body)
+        return list(meta.get("dependencies", [])), meta.get("requires-python")
+    return None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NotebookError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(_read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise EnvsyncError(f"{path} is not valid TOML: {exc}") from None

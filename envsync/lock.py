@@ -1,0 +1,334 @@
+"""The Lock: PEP 751's data model as JSON, its hashes, and what applies to one platform."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from envsync.errors import LockError
+from envsync.targets import TARGETS, marker_applies, marker_environment, pythons_in_range
+
+LOCK_VERSION = "1.0"
+CREATED_BY = "envsync"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A wheel or sdist named by file name and sha256 (its URL comes from the index)."""
+
+    name: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "hashes": {"sha256": self.sha256}}
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    marker: str | None = None
+    requires_python: str | None = None
+    index: str | None = None
+    wheels: tuple[Artifact, ...] = ()
+    sdist: Artifact | None = None
+
+    @property
+    def key(self) -> str:
+        return canonicalize_name(self.name)
+
+    def hash_set(self) -> frozenset[tuple[str, str]]:
+        arts = list(self.wheels) + ([self.sdist] if self.sdist else [])
+        return frozenset((a.name, a.sha256) for a in arts)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.marker:
+            out["marker"] = self.marker
+        if self.requires_python:
+            out["requires-python"] = self.requires_python
+        if self.index:
+            out["index"] = self.index
+        if self.sdist:
+            out["sdist"] = self.sdist.to_dict()
+        if self.wheels:
+            out["wheels"] = [w.to_dict() for w in self.wheels]
+        return out
+
+
+@dataclass(frozen=True)
+class Lock:
+    requires_python: str
+    packages: tuple[LockedPackage, ...]
+    inputs: str
+    fingerprint: str
+    environments: tuple[str, ...] = ()
+    created_by: str = CREATED_BY
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lock-version": LOCK_VERSION,
+            "created-by": self.created_by,
+            "requires-python": self.requires_python,
+            "packages": [p.to_dict() for p in self.packages],
+            "tool": {
+                "envsync": {
+                    "inputs": self.inputs,
+                    "fingerprint": self.fingerprint,
+                    "environments": list(self.environments),
+                }
+            },
+        }
+
+    def by_name(self) -> dict[str, list[LockedPackage]]:
+        out: dict[str, list[LockedPackage]] = {}
+        for p in self.packages:
+            out.setdefault(p.key, []).append(p)
+        return out
+
+
+def _artifact(data: Mapping[str, Any], where: str) -> Artifact:
+    name = data.get("name")
+    hashes = data.get("hashes") or {}
+    sha = hashes.get("sha256") if isinstance(hashes, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise LockError(f"lock entry {where} has an artifact without a file name")
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise LockError(f"lock entry {where}: artifact {name} has no sha256 hash")
+    return Artifact(name=name, sha256=sha.lower())
+
+
+def lock_from_dict(data: Mapping[str, Any]) -> Lock:
+    """Parse an embedded lock (already schema-checked) and verify it is self-consistent."""
+    packages = []
+    for raw in data.get("packages", []):
+        name = raw["name"]
+        pkg = LockedPackage(
+            name=name,
+            version=raw["version"],
+            marker=raw.get("marker"),
+            requires_python=raw.get("requires-python"),
+            index=raw.get("index"),
+            wheels=tuple(_artifact(w, name) for w in raw.get("wheels", [])),
+            sdist=_artifact(raw["sdist"], name) if raw.get("sdist") else None,
+        )
+        packages.append(pkg)
+    tool = data.get("tool", {}).get("envsync", {})
+    lock = Lock(
+        requires_python=data.get("requires-python", ""),
+        packages=tuple(packages),
+        inputs=tool.get("inputs", ""),
+        fingerprint=tool.get("fingerprint", ""),
+        environments=tuple(tool.get("environments", ())),
+        created_by=data.get("created-by", CREATED_BY),
+    )
+    verify(lock)
+    return lock
+
+
+def verify(lock: Lock) -> None:
+    """Refuse a lock that names a package twice for the same platforms, or was edited by hand."""
+    seen: dict[tuple[str, str], str] = {}
+    for p in lock.packages:
+        try:
+            Version(p.version)
+        except InvalidVersion as exc:
+            raise LockError(f"lock: {p.name} has an invalid version {p.version!r}") from exc
+        if not p.wheels and not p.sdist:
+            raise LockError(f"lock: {p.name} {p.version} lists no artifact to install")
+        slot = (p.key, p.marker or "")
+        if slot in seen:
+            raise LockError(
+                f"lock names {p.name} twice ({seen[slot]} and {p.version}) for the same platforms",
+                hint="re-create it with `envsync lock --upgrade`",
+            )
+        seen[slot] = p.version
+    expected = compute_fingerprint(lock.packages)
+    if lock.fingerprint != expected:
+        raise LockError(
+            "lock fingerprint does not match its packages: it was edited by hand or tampered with",
+            hint="re-create it with `envsync lock --upgrade`, and review who changed it",
+        )
+
+
+def _sha(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def compute_fingerprint(packages: Iterable[LockedPackage]) -> str:
+    """Hash what gets installed (names, versions, markers, artifacts), nothing about who locked."""
+    canon = sorted(
+        [
+            p.key,
+            p.version,
+            p.marker or "",
+            sorted([a.name, a.sha256] for a in (*p.wheels, *([p.sdist] if p.sdist else []))),
+        ]
+        for p in packages
+    )
+    return _sha(canon)
+
+
+def compute_inputs(
+    *,
+    requires_python: str,
+    dependencies: Iterable[str],
+    environments: Iterable[str],
+    index: str,
+    kernel_requirements: Iterable[str],
+) -> str:
+    """Hash what a lock is resolved from; a lock whose inputs differ is stale."""
+    from packaging.requirements import Requirement
+
+    return _sha(
+        {
+            "requires-python": requires_python.replace(" ", ""),
+            "dependencies": sorted(str(Requirement(d)) for d in dependencies),
+            "environments": sorted(environments),
+            "index": index.rstrip("/"),
+            "kernel": sorted(kernel_requirements),
+        }
+    )
+
+
+def packages_for(lock: Lock, marker_env: Mapping[str, str]) -> list[LockedPackage]:
+    """The packages that a platform with these marker values installs."""
+    chosen: dict[str, LockedPackage] = {}
+    for p in lock.packages:
+        if marker_applies(p.marker, dict(marker_env)):
+            if p.requires_python:
+                from packaging.specifiers import SpecifierSet
+
+                if not SpecifierSet(p.requires_python).contains(
+                    marker_env.get("python_full_version", ""), prereleases=True
+                ):
+                    continue
+            if p.key in chosen:
+                raise LockError(f"lock gives two versions of {p.name} for one platform")
+            chosen[p.key] = p
+    return sorted(chosen.values(), key=lambda p: p.key)
+
+
+def packages_for_target(lock: Lock, target: str, python: str) -> list[LockedPackage]:
+    return packages_for(lock, marker_environment(TARGETS[target], python))
+
+
+def covered_pythons(lock: Lock) -> list[str]:
+    return pythons_in_range(lock.requires_python)
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    name: str
+    kind: str  # added | removed | upgraded | downgraded | hashes-changed | artifacts-changed | marker-changed
+    old: str | None = None
+    new: str | None = None
+
+    def inverse(self) -> PackageChange:
+        kind = {
+            "added": "removed",
+            "removed": "added",
+            "upgraded": "downgraded",
+            "downgraded": "upgraded",
+        }.get(self.kind, self.kind)
+        return PackageChange(self.name, kind, self.new, self.old)
+
+
+@dataclass(frozen=True)
+class LockDiff:
+    """How one lock differs from another, per package and in its Python range and targets."""
+
+    changes: tuple[PackageChange, ...] = ()
+    requires_python: tuple[str, str] | None = None
+    environments: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    fingerprints: tuple[str, str] = ("", "")
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and self.requires_python is None and self.environments is None
+
+    @property
+    def hash_changes(self) -> tuple[PackageChange, ...]:
+        """Same version, different artifacts: a re-upload or a tampered lock."""
+        return tuple(c for c in self.changes if c.kind == "hashes-changed")
+
+    def inverse(self) -> LockDiff:
+        return LockDiff(
+            changes=tuple(sorted((c.inverse() for c in self.changes), key=_change_key)),
+            requires_python=self.requires_python[::-1] if self.requires_python else None,
+            environments=self.environments[::-1] if self.environments else None,
+            fingerprints=self.fingerprints[::-1],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "empty": self.empty,
+            "changes": [
+                {"name": c.name, "kind": c.kind, "old": c.old, "new": c.new} for c in self.changes
+            ],
+            "requires-python": list(self.requires_python) if self.requires_python else None,
+            "environments": [list(e) for e in self.environments] if self.environments else None,
+            "fingerprints": {"old": self.fingerprints[0], "new": self.fingerprints[1]},
+            "hash-changes": len(self.hash_changes),
+        }
+
+
+def _change_key(c: PackageChange) -> tuple[str, str, str]:
+    return (c.name, c.old or "", c.new or "")
+
+
+def _versions(pkgs: list[LockedPackage]) -> str:
+    return ", ".join(sorted({p.version for p in pkgs}, key=Version))
+
+
+def _files(pkgs: list[LockedPackage]) -> dict[str, str]:
+    return {name: sha for p in pkgs for name, sha in p.hash_set()}
+
+
+def _same_file_other_hash(a: list[LockedPackage], b: list[LockedPackage]) -> bool:
+    fa, fb = _files(a), _files(b)
+    return any(fa[n] != fb[n] for n in fa.keys() & fb.keys())
+
+
+def diff(old: Lock | None, new: Lock | None) -> LockDiff:
+    """Per-package differences from `old` to `new` (PEP 440 ordering for up/down)."""
+    old_by = old.by_name() if old else {}
+    new_by = new.by_name() if new else {}
+    changes: list[PackageChange] = []
+    for key in sorted(set(old_by) | set(new_by)):
+        a, b = old_by.get(key, []), new_by.get(key, [])
+        name = (b or a)[0].name
+        if not a:
+            changes.append(PackageChange(name, "added", None, _versions(b)))
+        elif not b:
+            changes.append(PackageChange(name, "removed", _versions(a), None))
+        else:
+            va, vb = _versions(a), _versions(b)
+            if va != vb:
+                up = max(Version(p.version) for p in b) > max(Version(p.version) for p in a)
+                changes.append(PackageChange(name, "upgraded" if up else "downgraded", va, vb))
+            elif _same_file_other_hash(a, b):
+                changes.append(PackageChange(name, "hashes-changed", va, vb))
+            elif _files(a) != _files(b):
+                # Files added or dropped (say, a new target platform): not a tampering sign.
+                changes.append(PackageChange(name, "artifacts-changed", va, vb))
+            elif sorted(p.marker or "" for p in a) != sorted(p.marker or "" for p in b):
+                changes.append(PackageChange(name, "marker-changed", va, vb))
+    rp_old = old.requires_python if old else ""
+    rp_new = new.requires_python if new else ""
+    env_old = tuple(sorted(old.environments)) if old else ()
+    env_new = tuple(sorted(new.environments)) if new else ()
+    return LockDiff(
+        changes=tuple(sorted(changes, key=_change_key)),
+        requires_python=(rp_old, rp_new) if rp_old != rp_new else None,
+        environments=(env_old, env_new) if env_old != env_new else None,
+        fingerprints=(old.fingerprint if old else "", new.fingerprint if new else ""),
+    )

@@ -1,0 +1,236 @@
+"""The manifest in `metadata.envsync`: its model, schema check, and the rules for what we accept.
+
+A manifest arrives inside someone else's notebook, so everything in it is untrusted:
+names, specifiers, markers, index URLs and the project slug are checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from envsync.errors import ManifestError, MissingManifestError, RequirementError
+from envsync.lock import Lock, compute_inputs, lock_from_dict
+from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, KERNEL_REQUIREMENTS
+from envsync.targets import check_target_names, parse_requires_python, pythons_in_range
+
+MANIFEST_VERSION = 1
+SCHEMA_NAME = f"envsync-manifest-v{MANIFEST_VERSION}.schema.json"
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    project: str
+    requires_python: str
+    dependencies: tuple[str, ...] = ()
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
+    index: str = DEFAULT_INDEX
+    lock: Lock | None = None
+    version: int = MANIFEST_VERSION
+
+    @property
+    def kernel_name(self) -> str:
+        return f"envsync-{self.project}"
+
+    @property
+    def inputs(self) -> str:
+        return compute_inputs(
+            requires_python=self.requires_python,
+            dependencies=self.dependencies,
+            environments=self.environments,
+            index=self.index,
+            kernel_requirements=KERNEL_REQUIREMENTS,
+        )
+
+    @property
+    def lock_is_stale(self) -> bool:
+        return self.lock is None or self.lock.inputs != self.inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": self.version,
+            "project": self.project,
+            "requires-python": self.requires_python,
+            "dependencies": list(self.dependencies),
+            "environments": list(self.environments),
+        }
+        if self.index != DEFAULT_INDEX:
+            out["index"] = self.index
+        if self.lock is not None:
+            out["lock"] = self.lock.to_dict()
+        return out
+
+    def with_dependencies(self, deps: tuple[str, ...]) -> Manifest:
+        return replace(self, dependencies=deps)
+
+
+def schema_path() -> Path:
+    """The schema ships inside the package; a source checkout keeps it in schemas/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas" / SCHEMA_NAME, here.parent / "schemas" / SCHEMA_NAME):
+        if candidate.exists():
+            return candidate
+    raise ManifestError(f"envsync is installed without its schema {SCHEMA_NAME}")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    # jsonschema pulls rfc3987_syntax (~0.7 s to import) only for format checks we never use.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    import jsonschema
+
+    schema = json.loads(schema_path().read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_data(data: Any) -> None:
+    """Check raw manifest data against the schema, refusing newer versions by name."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"metadata.envsync must be an object, found {type(data).__name__}")
+    version = data.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        raise ManifestError(
+            f"manifest version {version} is newer than this envsync understands "
+            f"(up to {MANIFEST_VERSION})",
+            hint="upgrade envsync: `uv tool upgrade envsync` or `pip install -U envsync`",
+        )
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "metadata.envsync" + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path
+        )
+        raise ManifestError(f"{where}: {_short(err.message)}", hint="see schemas/" + SCHEMA_NAME)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= 160 else message[:157] + "..."
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate and build a Manifest; every rule on untrusted content is applied here."""
+    validate_data(data)
+    requires_python = data["requires-python"]
+    parse_requires_python(requires_python)
+    pythons_in_range(requires_python)
+    deps = tuple(normalize_requirement(d) for d in data["dependencies"])
+    check_duplicates(deps)
+    envs = tuple(data.get("environments", DEFAULT_ENVIRONMENTS))
+    check_target_names(envs)
+    lock = lock_from_dict(data["lock"]) if "lock" in data else None
+    return Manifest(
+        project=data["project"],
+        requires_python=requires_python,
+        dependencies=deps,
+        environments=envs,
+        index=data.get("index", DEFAULT_INDEX),
+        lock=lock,
+        version=data["version"],
+    )
+
+
+def manifest_from_notebook(meta_value: Any, shown: str) -> Manifest:
+    if meta_value is None:
+        raise MissingManifestError(
+            f"{shown} has no envsync manifest",
+            hint=f"add one with `envsync init {shown}`",
+        )
+    return parse_manifest(meta_value)
+
+
+def normalize_requirement(text: str) -> str:
+    """Accept a plain PEP 508 requirement from the index; refuse URLs, paths and options."""
+    if not isinstance(text, str) or not text.strip():
+        raise RequirementError("empty requirement")
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise RequirementError(f"requirement {shown!r} contains control characters")
+    stripped = text.strip()
+    if stripped.startswith("-"):
+        raise RequirementError(
+            f"{shown!r} is a command-line option, not a requirement",
+            hint="options such as --index-url cannot be set through dependencies; use `envsync init --index`",
+        )
+    try:
+        req = Requirement(stripped)
+    except InvalidRequirement as exc:
+        raise RequirementError(f"invalid requirement {shown!r}: {str(exc).splitlines()[0]}") from None
+    if req.url:
+        raise RequirementError(
+            f"{shown!r} is a direct URL or local path dependency",
+            hint="envsync locks packages from an index so every collaborator gets the same hashed files",
+        )
+    return str(req)
+
+
+def check_duplicates(deps: tuple[str, ...]) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for d in deps:
+        req = Requirement(d)
+        key = (canonicalize_name(req.name), str(req.marker or ""))
+        if key in seen:
+            raise RequirementError(f"{req.name} is declared twice ({seen[key]!r} and {d!r})")
+        seen[key] = d
+
+
+def default_project(path: Path) -> str:
+    """A slug from the notebook's file name: lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:64].strip("-")
+    return slug or "notebook"
+
+
+def check_project(name: str) -> str:
+    if not SLUG.match(name):
+        raise ManifestError(
+            f"project name {name[:80]!r} is not a slug",
+            hint="use 1-64 lowercase letters, digits and dashes, e.g. sales-forecast",
+        )
+    return name
+
+
+@dataclass
+class ManifestEdit:
+    """Declared-dependency edits computed before any resolution happens."""
+
+    dependencies: tuple[str, ...]
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def add_dependencies(current: tuple[str, ...], new: list[str]) -> ManifestEdit:
+    """Add or replace requirements by name (a new specifier for the same name replaces it)."""
+    reqs = [normalize_requirement(n) for n in new]
+    by_name = {canonicalize_name(Requirement(d).name): d for d in current}
+    out = list(current)
+    for r in reqs:
+        key = canonicalize_name(Requirement(r).name)
+        if key in by_name:
+            out[out.index(by_name[key])] = r
+        else:
+            out.append(r)
+        by_name[key] = r
+    deps = tuple(out)
+    check_duplicates(deps)
+    return ManifestEdit(deps, added=reqs)
+
+
+def remove_dependencies(current: tuple[str, ...], names: list[str]) -> ManifestEdit:
+    keys = {canonicalize_name(n) for n in names}
+    present = {canonicalize_name(Requirement(d).name) for d in current}
+    missing = sorted(keys - present)
+    if missing:
+        raise RequirementError(
+            f"{missing[0]} is not a declared dependency",
+            hint="`envsync show` lists what is declared",
+        )
+    kept = tuple(d for d in current if canonicalize_name(Requirement(d).name) not in keys)
+    return ManifestEdit(kept, removed=sorted(keys))

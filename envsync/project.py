@@ -1,0 +1,214 @@
+"""Core operations on a notebook's manifest: init, add, remove, lock, show, diff.
+
+Each returns a dataclass; the CLI decides the words. Nothing is written unless the
+whole operation (including resolution) succeeded.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from envsync.errors import EnvsyncError, StaleLockError
+from envsync.lock import Lock, LockDiff, diff
+from envsync.manifest import (
+    Manifest,
+    add_dependencies,
+    check_project,
+    default_project,
+    manifest_from_notebook,
+    normalize_requirement,
+    parse_manifest,
+    remove_dependencies,
+)
+from envsync.notebook import NotebookFile, create_notebook, new_notebook_bytes, read_notebook, write_manifest
+from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, Settings, normalize_index
+from envsync.targets import check_target_names, pythons_in_range
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A notebook and the manifest it carries."""
+
+    notebook: NotebookFile
+    manifest: Manifest
+
+    @property
+    def path(self) -> Path:
+        return self.notebook.path
+
+
+def load(path: Path) -> Project:
+    """Read a notebook and its manifest; raises MissingManifestError when there is none."""
+    nb = read_notebook(path)
+    return Project(nb, manifest_from_notebook(nb.manifest_data, str(path)))
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: Path
+    manifest: Manifest
+    diff: LockDiff
+    written: bool
+    created: bool = False
+
+
+def _save(nb: NotebookFile, manifest: Manifest) -> NotebookFile:
+    # Validate exactly what will be written, through the same reader every other command uses.
+    data = manifest.to_dict()
+    parse_manifest(data)
+    return write_manifest(nb, data)
+
+
+def init(
+    path: Path,
+    *,
+    settings: Settings,
+    python: str | None = None,
+    project: str | None = None,
+    dependencies: list[str] | None = None,
+    environments: list[str] | None = None,
+    index: str | None = None,
+    lock_now: bool = True,
+    progress: Progress | None = None,
+) -> LockResult:
+    """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it."""
+    from envsync.resolve import check_index_allowed, resolve
+
+    slug = check_project(project) if project else default_project(path)
+    minor = python or ".".join(platform.python_version_tuple()[:2])
+    if not _looks_like_minor(minor):
+        raise EnvsyncError(f"--python {minor!r} is not a version like 3.11")
+    requires = f"=={minor}.*"
+    pythons_in_range(requires)
+    envs = tuple(environments or DEFAULT_ENVIRONMENTS)
+    check_target_names(envs)
+    deps = tuple(normalize_requirement(d) for d in dependencies or [])
+    manifest = Manifest(
+        project=slug,
+        requires_python=requires,
+        dependencies=deps,
+        environments=envs,
+        index=normalize_index(index) if index else DEFAULT_INDEX,
+    )
+    check_index_allowed(settings, manifest.index)
+    created = not path.exists()
+    if not created:
+        nb = read_notebook(path)
+        if nb.manifest_data is not None:
+            raise EnvsyncError(
+                f"{path} already has an envsync manifest (project {nb.manifest_data.get('project')!r})"
+                if isinstance(nb.manifest_data, dict)
+                else f"{path} already has an envsync manifest",
+                hint="`envsync add` / `envsync lock` change it",
+            )
+    if lock_now:
+        manifest = replace(manifest, lock=resolve(manifest, settings=settings, progress=progress))
+    if created:
+        create_notebook(path, new_notebook_bytes(manifest.kernel_name, f"Python {minor} ({slug})"))
+    nb = read_notebook(path)
+    _save(nb, manifest)
+    return LockResult(path, manifest, diff(None, manifest.lock), written=True, created=created)
+
+
+def _looks_like_minor(v: str) -> bool:
+    parts = v.split(".")
+    return len(parts) == 2 and all(p.isdigit() for p in parts)
+
+
+def relock(
+    project: Project,
+    manifest: Manifest,
+    *,
+    settings: Settings,
+    upgrade: bool = False,
+    upgrade_packages: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> LockResult:
+    """Resolve `manifest` (keeping current pins where possible) and write it back."""
+    from envsync.resolve import resolve
+
+    new_lock = resolve(
+        manifest,
+        settings=settings,
+        previous=project.manifest.lock,
+        upgrade=upgrade,
+        upgrade_packages=upgrade_packages,
+        progress=progress,
+    )
+    updated = replace(manifest, lock=new_lock)
+    changes = diff(project.manifest.lock, new_lock)
+    if updated.to_dict() == project.manifest.to_dict():
+        return LockResult(project.path, updated, changes, written=False)
+    _save(project.notebook, updated)
+    return LockResult(project.path, updated, changes, written=True)
+
+
+def add(project: Project, requirements: list[str], *, settings: Settings, progress: Progress | None = None) -> LockResult:
+    edit = add_dependencies(project.manifest.dependencies, requirements)
+    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress)
+
+
+def remove(project: Project, names: list[str], *, settings: Settings, progress: Progress | None = None) -> LockResult:
+    edit = remove_dependencies(project.manifest.dependencies, names)
+    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress)
+
+
+def check_lock_current(project: Project) -> None:
+    """Raise StaleLockError (exit 3) if the lock is missing or its inputs changed; no network."""
+    m = project.manifest
+    if m.lock is None:
+        raise StaleLockError(f"{project.path} has no lock yet", hint=f"run `envsync lock {project.path}`")
+    if m.lock_is_stale:
+        raise StaleLockError(
+            f"the lock in {project.path} is stale: dependencies, Python range, targets or index changed since it was made",
+            hint=f"run `envsync lock {project.path}`",
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    path: Path
+    manifest: Manifest
+    stale: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest
+        lock = m.lock
+        return {
+            "notebook": str(self.path),
+            "project": m.project,
+            "kernel": m.kernel_name,
+            "requires-python": m.requires_python,
+            "dependencies": list(m.dependencies),
+            "environments": list(m.environments),
+            "index": m.index,
+            "locked": lock is not None,
+            "stale": self.stale,
+            "fingerprint": lock.fingerprint if lock else None,
+            "packages": [
+                {"name": p.name, "version": p.version, "marker": p.marker, "files": len(p.wheels) + (1 if p.sdist else 0)}
+                for p in (lock.packages if lock else ())
+            ],
+        }
+
+
+def show(project: Project) -> Summary:
+    return Summary(project.path, project.manifest, project.manifest.lock_is_stale)
+
+
+def diff_notebooks(old: Path, new: Path) -> LockDiff:
+    """Lock differences between two versions of a notebook (a missing lock counts as empty)."""
+    a, b = load(old).manifest.lock, load(new).manifest.lock
+    return diff(a, b)
+
+
+def lock_of(project: Project) -> Lock:
+    check_lock_current(project)
+    assert project.manifest.lock is not None
+    return project.manifest.lock

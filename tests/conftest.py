@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envsync.settings import Settings
+from tests.wheelhouse import LocalIndex, standard_index
+
+
+@pytest.fixture(scope="session")
+def local_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
+    """A PEP 503 index on 127.0.0.1 with tiny real wheels (see tests/wheelhouse.py)."""
+    index = standard_index(tmp_path_factory.mktemp("index"))
+    yield index
+    index.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with a private home, the local index allowed, and no network index by accident."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ENVSYNC_HOME", str(home))
+    monkeypatch.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
+    return Settings(home=home, allowed_indexes=(local_index.url,))
