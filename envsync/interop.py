@@ -97,10 +97,12 @@ def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
 
 def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
     """File name → (absolute URL, sha256 if listed) from a PEP 691 JSON or PEP 503 HTML page."""
+    if not index.startswith(("https://", "http://")):
+        raise EnvsyncError(f"index {index!r} is not an http(s) URL")
     page = f"{index.rstrip('/')}/{canonicalize_name(name)}/"
-    req = urllib.request.Request(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})
+    req = urllib.request.Request(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})  # noqa: S310 (scheme checked above)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (allowed index only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             body = resp.read()
             ctype = resp.headers.get("Content-Type", "")
             base = resp.geturl()

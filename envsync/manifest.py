@@ -86,7 +86,7 @@ def schema_path() -> Path:
 def _validator() -> Any:
     # jsonschema pulls rfc3987_syntax (~0.7 s to import) only for format checks we never use.
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     schema = json.loads(schema_path().read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)

@@ -112,7 +112,7 @@ def marker_applies(marker: str | None, env: dict[str, str]) -> bool:
     if not marker:
         return True
     try:
-        return Marker(marker).evaluate(env)  # type: ignore[arg-type]
+        return Marker(marker).evaluate(env)
     except InvalidMarker as exc:
         raise LockError(f"invalid marker in lock: {marker!r}") from exc
 

@@ -12,7 +12,9 @@ from envsync.cli.app import App
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     def cmd(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=description or help_, parents=[common])
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_, description=description or help_, parents=[common]
+        )
         return p
 
     p = cmd(
@@ -229,7 +231,8 @@ def _export(args: argparse.Namespace, app: App) -> int:
             raise EnvsyncError("--environment and --python apply to --format requirements only")
         text = interop.export_pylock(lock)
     else:
-        target = args.environment or (current_target().name if current_target() else None)
+        here = current_target()
+        target = args.environment or (here.name if here else None)
         if target is None:
             raise EnvsyncError("this machine is none of the target platforms; pass --environment")
         if target not in lock.environments:
