@@ -285,3 +285,7 @@ def child_pids(pid: int) -> list[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             found.append(int(entry.name))
     return sorted(found)
+
+
+# The handle `spawn` returns, for annotations in modules that must not import subprocess.
+Popen = subprocess.Popen

@@ -1,0 +1,169 @@
+"""Registry of running gateways, for `envsync status` and `envsync stop`.
+
+One JSON file per gateway, `<runtime_dir>/gateway-<port>.json`, written atomically with
+mode 0600 because it holds the token (so `status` can ask the gateway for its kernels).
+An entry whose PID is gone, or now belongs to another program, is dropped when read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from envsync import gateway, proc
+from envsync.errors import UsageError
+from envsync.fsutil import atomic_write_text
+from envsync.settings import Settings
+
+RECORD_VERSION = 1
+_PREFIX = "gateway-"
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """What `envsync status` shows about one running gateway."""
+
+    pid: int
+    port: int
+    url: str
+    kernel_name: str
+    notebook: str
+    project: str
+    fingerprint: str
+    started_at: str  # ISO 8601, UTC
+    token: str = field(repr=False)
+    log_path: str | None = None
+
+    def as_running(self) -> gateway.RunningGateway:
+        """A handle `gateway.kernels` and `gateway.stop` accept (no process object)."""
+        return gateway.RunningGateway(
+            pid=self.pid,
+            port=self.port,
+            url=self.url,
+            token=self.token,
+            kernel_name=self.kernel_name,
+            log_path=Path(self.log_path) if self.log_path else None,
+        )
+
+
+def record(
+    settings: Settings,
+    gw: gateway.RunningGateway,
+    *,
+    notebook: Path,
+    project: str,
+    fingerprint: str,
+) -> GatewayRecord:
+    """Remember a gateway this process started."""
+    rec = GatewayRecord(
+        pid=gw.pid,
+        port=gw.port,
+        url=gw.url,
+        kernel_name=gw.kernel_name,
+        notebook=str(Path(notebook).resolve()),
+        project=project,
+        fingerprint=fingerprint,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        token=gw.token,
+        log_path=str(gw.log_path) if gw.log_path else None,
+    )
+    directory = _runtime_dir(settings)
+    data = {"version": RECORD_VERSION, **asdict(rec)}
+    atomic_write_text(_path(directory, rec.port), json.dumps(data, indent=2) + "\n", mode=0o600)
+    return rec
+
+
+def running(settings: Settings) -> list[GatewayRecord]:
+    """Gateways that are still running, by port; stale entries are removed."""
+    directory = settings.runtime_dir
+    if not directory.is_dir():
+        return []
+    found: list[GatewayRecord] = []
+    for path in sorted(directory.glob(f"{_PREFIX}*.json")):
+        rec = _read(path)
+        if rec is None or not _is_our_gateway(rec):
+            _unlink(path)
+            continue
+        found.append(rec)
+    return sorted(found, key=lambda r: r.port)
+
+
+def forget(settings: Settings, port: int) -> None:
+    """Drop the entry for the gateway on `port` (it has stopped)."""
+    _unlink(_path(settings.runtime_dir, port))
+
+
+def stop(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    all: bool = False,  # noqa: A002 - mirrors `envsync stop --all`
+    timeout: float = 15.0,
+) -> list[GatewayRecord]:
+    """Stop the gateway on `port`, every gateway (`all`), or the only one; return those stopped."""
+    live = running(settings)
+    if port is not None:
+        targets = [r for r in live if r.port == port]
+        if not targets:
+            raise UsageError(f"no envsync gateway is running on port {port}")
+    elif all or len(live) <= 1:
+        targets = live
+    else:
+        ports = ", ".join(str(r.port) for r in live)
+        raise UsageError(f"{len(live)} gateways are running (ports {ports}): name a port or use all")
+    for rec in targets:
+        gateway.stop_pid(rec.pid, timeout=timeout)
+        forget(settings, rec.port)
+    return targets
+
+
+# --- internals ---------------------------------------------------------------------------
+
+
+def _runtime_dir(settings: Settings) -> Path:
+    directory = settings.runtime_dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+def _path(directory: Path, port: int) -> Path:
+    return directory / f"{_PREFIX}{int(port)}.json"
+
+
+def _read(path: Path) -> GatewayRecord | None:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+            return None
+        data.pop("version")
+        return GatewayRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _is_our_gateway(rec: GatewayRecord) -> bool:
+    """The PID is alive and, where /proc tells, still runs our gateway on that port."""
+    if not proc.pid_alive(rec.pid):
+        return False
+    try:
+        argv = Path(f"/proc/{rec.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): the PID check is all we have
+    # A reused PID would otherwise get our SIGINT.
+    if b"envsync._gateway_app" not in argv:
+        return False
+    try:
+        return argv[argv.index(b"--port") + 1] == str(rec.port).encode()
+    except (ValueError, IndexError):
+        return False
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
