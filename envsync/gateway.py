@@ -412,3 +412,8 @@ def _get(url: str, token: str, path: str, timeout: float) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def check_port(ip: str, port: int) -> None:
+    """Raise GatewayError now if `port` cannot be bound on `ip` (before any slow work)."""
+    _claim_port(ip, port)
