@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,13 +94,18 @@ class Lock:
         return out
 
 
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)")
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def _artifact(data: Mapping[str, Any], where: str) -> Artifact:
     name = data.get("name")
     hashes = data.get("hashes") or {}
     sha = hashes.get("sha256") if isinstance(hashes, Mapping) else None
-    if not isinstance(name, str) or not name:
-        raise LockError(f"lock entry {where} has an artifact without a file name")
-    if not isinstance(sha, str) or len(sha) != 64:
+    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+        raise LockError(f"lock entry {where} has an artifact without a valid file name: {str(name)[:80]!r}")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         raise LockError(f"lock entry {where}: artifact {name} has no sha256 hash")
     return Artifact(name=name, sha256=sha.lower())
 
@@ -109,6 +115,10 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
     packages = []
     for raw in data.get("packages", []):
         name = raw["name"]
+        if not _PROJECT_NAME.fullmatch(name):
+            raise LockError(f"lock names an invalid package {name[:80]!r}")
+        if raw.get("marker"):
+            _check_marker(raw["marker"], name)
         pkg = LockedPackage(
             name=name,
             version=raw["version"],
@@ -130,6 +140,15 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
     )
     verify(lock)
     return lock
+
+
+def _check_marker(marker: str, name: str) -> None:
+    from packaging.markers import InvalidMarker, Marker
+
+    try:
+        Marker(marker)
+    except InvalidMarker:
+        raise LockError(f"lock: {name} has an invalid marker {marker[:80]!r}") from None
 
 
 def verify(lock: Lock) -> None:
@@ -289,6 +308,10 @@ def _versions(pkgs: list[LockedPackage]) -> str:
     return ", ".join(sorted({p.version for p in pkgs}, key=Version))
 
 
+def _order(pkgs: list[LockedPackage]) -> tuple[Version, ...]:
+    return tuple(sorted({Version(p.version) for p in pkgs}, reverse=True))
+
+
 def _files(pkgs: list[LockedPackage]) -> dict[str, str]:
     return {name: sha for p in pkgs for name, sha in p.hash_set()}
 
@@ -305,16 +328,18 @@ def diff(old: Lock | None, new: Lock | None) -> LockDiff:
     changes: list[PackageChange] = []
     for key in sorted(set(old_by) | set(new_by)):
         a, b = old_by.get(key, []), new_by.get(key, [])
-        name = (b or a)[0].name
+        name = key  # canonical, so diff(B, A) names a package as diff(A, B) does
         if not a:
             changes.append(PackageChange(name, "added", None, _versions(b)))
         elif not b:
             changes.append(PackageChange(name, "removed", _versions(a), None))
         else:
             va, vb = _versions(a), _versions(b)
-            if va != vb:
-                up = max(Version(p.version) for p in b) > max(Version(p.version) for p in a)
-                changes.append(PackageChange(name, "upgraded" if up else "downgraded", va, vb))
+            order_a, order_b = _order(a), _order(b)
+            if order_a != order_b:
+                # Marker forks: compare every branch's version, newest first.
+                kind = "upgraded" if order_b > order_a else "downgraded"
+                changes.append(PackageChange(name, kind, va, vb))
             elif _same_file_other_hash(a, b):
                 changes.append(PackageChange(name, "hashes-changed", va, vb))
             elif _files(a) != _files(b):

@@ -24,7 +24,8 @@ from envsync.targets import check_target_names, parse_requires_python, pythons_i
 
 MANIFEST_VERSION = 1
 SCHEMA_NAME = f"envsync-manifest-v{MANIFEST_VERSION}.schema.json"
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+_INDEX = re.compile(r"https?://[^\s]+")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ def _short(message: str) -> str:
 def parse_manifest(data: Any) -> Manifest:
     """Validate and build a Manifest; every rule on untrusted content is applied here."""
     validate_data(data)
+    check_project(data["project"])
+    if "index" in data and not _INDEX.fullmatch(data["index"]):
+        raise ManifestError(f"metadata.envsync.index {data['index'][:80]!r} is not an http(s) URL")
     requires_python = data["requires-python"]
     parse_requires_python(requires_python)
     pythons_in_range(requires_python)
@@ -189,7 +193,8 @@ def default_project(path: Path) -> str:
 
 
 def check_project(name: str) -> str:
-    if not SLUG.match(name):
+    # fullmatch: `$` in re.match would let a trailing newline through into paths.
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
         raise ManifestError(
             f"project name {name[:80]!r} is not a slug",
             hint="use 1-64 lowercase letters, digits and dashes, e.g. sales-forecast",

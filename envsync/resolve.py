@@ -70,6 +70,7 @@ def resolve(
             "--no-config",
             "--no-header",
             "--no-annotate",
+            "--no-python-downloads",
             "--python-version", pythons[0],
             "--default-index", manifest.index,
         ]
@@ -97,7 +98,7 @@ def _reason(stderr: str, index: str) -> str:
     """One line out of uv's report: why resolution failed."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
     lines = [ln.strip(" ╰─▶×│") for ln in text.splitlines()]
-    lines = [ln.strip() for ln in lines if ln.strip()]
+    lines = [re.sub(r"^(caused by|cause|error|hint):\s*", "", ln.strip(), flags=re.I) for ln in lines if ln.strip()]
     lower = text.lower()
     if any(s in lower for s in ("failed to fetch", "error sending request", "connection refused", "dns error", "timed out")):
         return f"cannot reach the package index {index}"

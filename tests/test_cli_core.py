@@ -262,10 +262,6 @@ def test_init_creates_notebook_with_manifest_and_lock_including_kernel_packages(
     assert envsync(capsys, "lock", path, "--check").code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `init NB --index URL --python X alpha` rejects requirements placed after options",
-)
 def test_init_accepts_requirements_after_options(
     tmp_path: Path, local_index: LocalIndex, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -275,9 +271,6 @@ def test_init_accepts_requirements_after_options(
     assert manifest_of(path)["dependencies"] == ["alpha"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: notebook paths are printed as rich markup, so '[draft]' vanishes from messages"
-)
 def test_messages_show_a_notebook_path_with_brackets_as_it_is(
     tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -289,9 +282,6 @@ def test_messages_show_a_notebook_path_with_brackets_as_it_is(
     assert r.out.startswith(str(path))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: `show` prints lock markers as rich markup; '[/x]' in one crashes it"
-)
 def test_show_prints_a_lock_marker_with_brackets_as_it_is(
     nb: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -826,7 +816,6 @@ def test_resolution_failure_message_is_uvs_reason(nb: Path, capsys: pytest.Captu
     assert "only alpha<=2.0.0 is available and you require alpha>5" in r.error_lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: resolve._reason keeps uv's 'cause: ' prefix in the ERROR line")
 def test_resolution_failure_message_reads_as_one_sentence(
     nb: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -932,9 +921,6 @@ def test_verbose_shows_the_traceback_and_the_default_does_not(
     assert "NotebookError" in loud.err
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: `envsync --verbose COMMAND` is overridden by the subcommand's default"
-)
 def test_verbose_before_the_command_shows_the_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -944,9 +930,6 @@ def test_verbose_before_the_command_shows_the_traceback(
     assert "Traceback (most recent call last)" in r.err
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: `envsync --home DIR COMMAND` is overridden by the subcommand's default"
-)
 def test_home_before_the_command_is_used(
     tmp_path: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -232,10 +232,6 @@ def _fork(version_win: str, version_other: str) -> Lock:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lock.diff reports 1.9 -> 1.10 as 'downgraded' when another marker branch keeps the max",
-)
 def test_marker_fork_where_only_the_older_branch_moves_is_reported_as_upgraded() -> None:
     # numpy 1.9 on Windows and 2.0.0 elsewhere, then 1.10 on Windows: one branch upgraded.
     old, new = _fork("1.9", "2.0.0"), _fork("1.10", "2.0.0")
@@ -244,10 +240,6 @@ def test_marker_fork_where_only_the_older_branch_moves_is_reported_as_upgraded()
     assert forward.inverse() == backward
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lock.diff calls a marker-forked package 'downgraded' in both directions (same bug)",
-)
 @PROFILE
 @example(a=_fork("1.9", "2.0.0"), b=_fork("1.10", "2.0.0"))
 @given(a=locks(forks=True), b=locks(forks=True))

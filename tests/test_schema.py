@@ -256,10 +256,6 @@ def test_newer_manifest_version_is_refused_by_name() -> None:
         parse_manifest(BROKEN["version-2"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: '$' in the schema's patterns and manifest.SLUG matches before a trailing newline",
-)
 @pytest.mark.parametrize("project", ["abc\n", "sales-forecast\n"])
 def test_project_slug_with_a_trailing_newline_is_refused(
     project: str, validator: jsonschema.Draft202012Validator

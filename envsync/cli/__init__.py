@@ -35,15 +35,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(*, top: bool) -> argparse.ArgumentParser:
+    # Subcommands must not reset what was given before the command: their defaults are SUPPRESS.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and tool output on errors")
-    common.add_argument("--home", metavar="DIR", help="envsync's data folder (default: ENVSYNC_HOME or the user data dir)")
+    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and tool output on errors", **default)  # type: ignore[arg-type]
+    common.add_argument("--home", metavar="DIR", help="envsync's data folder (default: ENVSYNC_HOME or the user data dir)", **default)  # type: ignore[arg-type]
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(top=False)
     parser = _Parser(
         prog="envsync",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=[_common(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"envsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -56,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse cannot put `init NB --python 3.11 pandas` back together: after an option
+        # the remaining REQUIREMENT positionals arrive as "unknown". Give them back.
+        target = getattr(args, "intermixed", None)
+        if extra and target and not any(e.startswith("-") for e in extra):
+            setattr(args, target, [*getattr(args, target), *extra])
+        elif extra:
+            parser.error("unrecognized arguments: " + " ".join(extra))
     except SystemExit as exc:
         return int(exc.code or 0)
     if not getattr(args, "handler", None):

@@ -60,10 +60,13 @@ class App:
             self.console.print(text)
 
     def warn(self, text: str) -> None:
+        """A warning; `text` is plain (never read as markup)."""
         if self.json:
             self.stderr.write(f"WARNING {text}\n")
         else:
-            self.console.print(f"[bold yellow]WARNING[/] {text}", markup=True)
+            from rich.markup import escape
+
+            self.console.print(f"[bold yellow]WARNING[/] {escape(text)}", markup=True)
 
     def err(self, text: str) -> None:
         self.stderr.write(f"ERROR {text}\n")
@@ -77,7 +80,9 @@ class App:
             line = line.strip()
             # uv lists each added/removed pin; the lock diff shows those better.
             if line and not line.startswith(("+ ", "- ", "~ ")):
-                self.console.print(f"[dim]{prefix}{line}[/]", markup=True)
+                from rich.markup import escape
+
+                self.console.print(f"[dim]{escape(prefix + line)}[/]", markup=True)
 
         return show
 

@@ -32,19 +32,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--index", metavar="URL", help="PEP 503 index to resolve from (must be allowed on this machine)")
     p.add_argument("--no-lock", action="store_true", help="write the manifest without resolving")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(handler=_init)
+    p.set_defaults(handler=_init, intermixed="dependencies")
 
     p = cmd("add", "declare dependencies and re-lock")
     p.add_argument("notebook", type=Path)
     p.add_argument("requirements", nargs="+", metavar="REQUIREMENT")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_add)
+    p.set_defaults(handler=_add, intermixed="requirements")
 
     p = cmd("remove", "drop declared dependencies and re-lock")
     p.add_argument("notebook", type=Path)
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_remove)
+    p.set_defaults(handler=_remove, intermixed="names")
 
     p = cmd(
         "lock",
@@ -103,7 +103,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _result(app: App, res: Any, *, verb: str) -> int:
-    from envsync.cli.render import print_diff
+    from envsync.cli.render import esc, print_diff
 
     m = res.manifest
     if app.json:
@@ -118,12 +118,12 @@ def _result(app: App, res: Any, *, verb: str) -> int:
             }
         )
         return 0
-    print_diff(app, res.diff, title="lock changes")
     if m.lock:
+        print_diff(app, res.diff, title="lock changes")
         state = "written" if res.written else "unchanged"
-        app.say(f"{verb} {res.path}: {len(m.lock.packages)} packages, fingerprint {m.lock.fingerprint[:19]}… ({state})")
+        app.say(f"{verb} {esc(res.path)}: {len(m.lock.packages)} packages, fingerprint {m.lock.fingerprint[:19]}… ({state})")
     else:
-        app.say(f"{verb} {res.path} (not locked yet: run `envsync lock {res.path}`)")
+        app.say(f"{verb} {esc(res.path)} (not locked yet: run `envsync lock {esc(res.path)}`)")
     return 0
 
 
@@ -160,6 +160,7 @@ def _remove(args: argparse.Namespace, app: App) -> int:
 
 def _lock(args: argparse.Namespace, app: App) -> int:
     from envsync import project
+    from envsync.cli.render import esc
 
     proj = project.load(args.notebook)
     if args.check:
@@ -167,7 +168,7 @@ def _lock(args: argparse.Namespace, app: App) -> int:
         if app.json:
             app.emit_json({"notebook": str(args.notebook), "stale": False, "fingerprint": proj.manifest.lock.fingerprint if proj.manifest.lock else None})
         else:
-            app.say(f"{args.notebook}: lock is current")
+            app.say(f"{esc(args.notebook)}: lock is current")
         return 0
     res = project.relock(
         proj,
@@ -182,17 +183,18 @@ def _lock(args: argparse.Namespace, app: App) -> int:
 
 def _show(args: argparse.Namespace, app: App) -> int:
     from envsync import project
+    from envsync.cli.render import esc
 
     summary = project.show(project.load(args.notebook)).to_dict()
     if app.json:
         app.emit_json(summary)
         return 0
     out = app.out_console
-    out.print(f"[bold]{summary['notebook']}[/]  project [bold]{summary['project']}[/]  kernel {summary['kernel']}")
-    out.print(f"requires-python {summary['requires-python']}   targets {', '.join(summary['environments'])}")
+    out.print(f"[bold]{esc(summary['notebook'])}[/]  project [bold]{esc(summary['project'])}[/]  kernel {esc(summary['kernel'])}")
+    out.print(f"requires-python {esc(summary['requires-python'])}   targets {esc(', '.join(summary['environments']))}")
     if summary["index"] != "https://pypi.org/simple":
-        out.print(f"index {summary['index']}")
-    out.print("declared: " + (", ".join(summary["dependencies"]) or "(nothing)"))
+        out.print(f"index {esc(summary['index'])}")
+    out.print("declared: " + (esc(", ".join(summary["dependencies"])) or "(nothing)"))
     if not summary["locked"]:
         out.print("[yellow]not locked[/]: run `envsync lock`")
         return 0
@@ -200,8 +202,8 @@ def _show(args: argparse.Namespace, app: App) -> int:
     out.print(f"lock: {len(summary['packages'])} packages, {state}")
     out.print(f"fingerprint {summary['fingerprint']}")
     for p in summary["packages"]:
-        marker = f"  [dim]; {p['marker']}[/]" if p["marker"] else ""
-        out.print(f"  {p['name']} {p['version']}{marker}")
+        marker = f"  [dim]; {esc(p['marker'])}[/]" if p["marker"] else ""
+        out.print(f"  {esc(p['name'])} {esc(p['version'])}{marker}")
     return 0
 
 
@@ -213,7 +215,7 @@ def _diff(args: argparse.Namespace, app: App) -> int:
     if app.json:
         app.emit_json(d.to_dict())
         return 0
-    print_diff(app, d, title=f"{args.old} → {args.new}")
+    print_diff(app, d, title=f"{args.old} → {args.new}")  # print_diff escapes the title
     if d.hash_changes:
         app.warn(f"{len(d.hash_changes)} package(s) changed file hashes without changing version: review before running")
     return 0
@@ -246,7 +248,9 @@ def _export(args: argparse.Namespace, app: App) -> int:
         from envsync.fsutil import atomic_write_text
 
         atomic_write_text(args.output, text)
-        app.say(f"wrote {args.output}")
+        from envsync.cli.render import esc
+
+        app.say(f"wrote {esc(args.output)}")
     else:
         sys.stdout.write(text)
     return 0
@@ -298,7 +302,9 @@ def _index_allow(args: argparse.Namespace, app: App) -> int:
     if not args.url.startswith(("https://", "http://")):
         raise UsageError(f"{args.url!r} is not an http(s) URL")
     path = allow_index(app.settings, args.url)
-    app.say(f"allowed {args.url} (recorded in {path})")
+    from envsync.cli.render import esc
+
+    app.say(f"allowed {esc(args.url)} (recorded in {esc(path)})")
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from envsync.cli.app import App
+from envsync.cli.render import esc
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -117,7 +118,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         if running_minor != locked_for:
             app.warn(f"the lock was resolved for Python {locked_for}; this environment runs Python {result.python_version}")
         config = gateway.GatewayConfig(**{**config.__dict__, "kernel_name": result.kernel_name})
-        app.say(f"starting Kernel Gateway for [bold]{result.kernel_name}[/] …")
+        app.say(f"starting Kernel Gateway for [bold]{esc(result.kernel_name)}[/] …")
         gw = gateway.start(config)
     except BaseException:
         if result.hold is not None:
@@ -141,7 +142,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
             app.emit_json(info)
         else:
             reuse = "reused" if result.reused else f"built in {result.seconds:.1f} s"
-            app.say(f"environment {result.env.name} ({reuse}, {result.packages} packages, Python {result.python_version})")
+            app.say(f"environment {esc(result.env.name)} ({reuse}, {esc(result.packages)} packages, Python {esc(result.python_version)})")
             # The one place the token is shown: the user needs it to connect.
             app.stdout.write(f"Kernel Gateway ready: {gw.url}  token: {gw.token}\n")
             app.stdout.flush()
@@ -265,5 +266,5 @@ def _stop(args: argparse.Namespace, app: App) -> int:
         app.say("no gateway is running" if args.port is None else f"no envsync gateway on port {args.port}")
         return 1 if args.port is not None else 0
     for rec in stopped:
-        app.say(f"stopped the gateway on port {rec.port} ({rec.project})")
+        app.say(f"stopped the gateway on port {esc(rec.port)} ({esc(rec.project)})")
     return 0

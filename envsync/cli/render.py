@@ -6,6 +6,13 @@ from typing import Any
 
 from envsync.cli.app import App
 
+
+def esc(value: object) -> str:
+    """Text from a notebook or the disk, shown as it is: never read as rich markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
 _STYLE = {
     "added": ("+", "green"),
     "removed": ("-", "red"),
@@ -21,34 +28,35 @@ def diff_lines(d: Any) -> list[str]:
     """Plain-markup lines describing a LockDiff (empty list when nothing changed)."""
     lines = []
     if d.requires_python:
-        lines.append(f"  requires-python: {d.requires_python[0] or '(none)'} → {d.requires_python[1] or '(none)'}")
+        lines.append(f"  requires-python: {esc(d.requires_python[0] or '(none)')} → {esc(d.requires_python[1] or '(none)')}")
     if d.environments:
         old, new = d.environments
         lines.append(f"  target environments: {', '.join(old) or '(none)'} → {', '.join(new) or '(none)'}")
     for c in d.changes:
         sign, style = _STYLE.get(c.kind, ("?", "white"))
+        name, old, new = esc(c.name), esc(c.old), esc(c.new)
         if c.kind == "added":
-            text = f"{c.name} {c.new}"
+            text = f"{name} {new}"
         elif c.kind == "removed":
-            text = f"{c.name} {c.old}"
+            text = f"{name} {old}"
         elif c.kind in ("upgraded", "downgraded"):
-            text = f"{c.name} {c.old} → {c.new}"
+            text = f"{name} {old} → {new}"
         elif c.kind == "hashes-changed":
-            text = f"{c.name} {c.new}: SAME VERSION, DIFFERENT FILE HASHES (re-uploaded file or tampered lock)"
+            text = f"{name} {new}: SAME VERSION, DIFFERENT FILE HASHES (re-uploaded file or tampered lock)"
         else:
-            text = f"{c.name} {c.new} ({c.kind.replace('-', ' ')})"
+            text = f"{name} {new} ({c.kind.replace('-', ' ')})"
         lines.append(f"  [{style}]{sign} {text}[/]")
     return lines
 
 
 def print_diff(app: App, d: Any, *, title: str) -> None:
     if d.empty:
-        app.say(f"{title}: no changes")
+        app.say(f"{esc(title)}: no changes")
         return
     counts: dict[str, int] = {}
     for c in d.changes:
         counts[c.kind] = counts.get(c.kind, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    app.say(f"{title}: {summary or 'settings changed'}")
+    app.say(f"{esc(title)}: {summary or 'settings changed'}")
     for line in diff_lines(d):
         app.say(line)
