@@ -72,6 +72,9 @@ def _launch(args: argparse.Namespace, app: App) -> int:
     from envsync.sync import sync
     from envsync.targets import pythons_in_range
 
+    # Started in the background by a shell, Python inherits SIGINT ignored; `kill -INT`
+    # must still stop the gateway and its kernels cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     token = args.token or os.environ.get("ENVSYNC_TOKEN") or None
     if args.token:
         app.warn("a token on the command line is visible to other users in `ps`; prefer ENVSYNC_TOKEN")
