@@ -1,0 +1,228 @@
+"""Kernelspecs for envs: write, list, remove, prune. Kernels envsync did not make are never touched.
+
+A kernelspec is ours when its kernel.json has `metadata.envsync`; everything else
+(`python3`, a conda kernel, one the user wrote) is left alone by every function here.
+
+Naming, when two locks of one project are in use at once. The kernel is named
+`envsync-<project>` so that the notebook's `metadata.kernelspec` is the same on every
+collaborator's machine. A gateway reads the kernelspec again at each kernel (re)start,
+so rewriting it under a running gateway would switch that gateway's next kernel to
+another env. Hence: a sync takes the plain name when it is free, already points at
+the same env, or points at an env nobody holds (`store.hold`, as a running gateway
+does); otherwise the sync gets `envsync-<project>-<env key>` (e.g.
+`envsync-sales-3f2a9c1b7d4e5f60-cp311`), the plain name keeps serving the running
+gateway, and the next sync after that gateway ends takes the plain name back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envsync import store
+from envsync.errors import KernelError, ManifestError
+from envsync.fsutil import atomic_write_text
+from envsync.settings import Settings
+
+PREFIX = "envsync-"
+_SLUG = re.compile(r"^[a-z0-9-]{1,64}$")
+_KERNEL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
+
+
+def validate_project(project: str) -> str:
+    """The project slug comes from someone else's notebook: lowercase [a-z0-9-], 1..64 chars."""
+    if not isinstance(project, str) or not _SLUG.fullmatch(project) or project.strip("-") == "":
+        raise ManifestError(
+            f"project name {project!r} is not a valid slug",
+            hint="use 1 to 64 characters from a-z, 0-9 and '-'",
+        )
+    return project
+
+
+def kernel_name(project: str) -> str:
+    return PREFIX + validate_project(project)
+
+
+def user_kernels_dir() -> Path:
+    """The user's Jupyter kernels folder, where local JupyterLab and VS Code look."""
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "kernels"
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    name: str
+    path: Path  # the kernelspec folder
+    location: str  # envsync (the gateway's folder) | user (the user's Jupyter data dir)
+    display_name: str
+    python: Path | None
+    ours: bool
+    fingerprint: str | None = None
+    project: str | None = None
+    notebook: str | None = None
+
+    @property
+    def env_exists(self) -> bool:
+        return self.python is not None and self.python.exists()
+
+
+def kernelspec(
+    *, python: Path, python_version: str, project: str, fingerprint: str, notebook: str
+) -> dict[str, Any]:
+    """The kernel.json of an envsync kernel."""
+    minor = ".".join(python_version.split(".")[:2])
+    return {
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"{project} (Python {minor}, envsync)",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {
+            "envsync": {"fingerprint": fingerprint, "project": project, "notebook": notebook},
+            "debugger": True,
+        },
+    }
+
+
+def _read(folder: Path, location: str) -> KernelInfo | None:
+    try:
+        data = json.loads((folder / "kernel.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    meta = data.get("metadata")
+    info = meta.get("envsync") if isinstance(meta, dict) else None
+    ours = isinstance(info, dict)
+    if not isinstance(info, dict):
+        info = {}
+    argv = data.get("argv")
+    python = Path(argv[0]) if isinstance(argv, list) and argv and isinstance(argv[0], str) else None
+    return KernelInfo(
+        name=folder.name,
+        path=folder,
+        location=location,
+        display_name=str(data.get("display_name", folder.name)),
+        python=python,
+        ours=ours,
+        fingerprint=info.get("fingerprint"),
+        project=info.get("project"),
+        notebook=info.get("notebook"),
+    )
+
+
+def _locations(settings: Settings, include_user: bool) -> list[tuple[str, Path]]:
+    out = [("envsync", settings.kernels_dir)]
+    if include_user:
+        out.append(("user", user_kernels_dir()))
+    return out
+
+
+def _env_of(settings: Settings, python: Path | None) -> Path | None:
+    # <envs_dir>/<env dir>/bin/python: the env a kernelspec runs, if it is in our store.
+    if python is None:
+        return None
+    env = python.parent.parent
+    return env if env.parent == settings.envs_dir else None
+
+
+def choose_name(settings: Settings, *, project: str, python: Path) -> str:
+    """The plain name unless it serves another env that a running process holds (see module doc)."""
+    plain = kernel_name(project)
+    current = _read(settings.kernels_dir / plain, "envsync")
+    if current is None or current.python == python:
+        return plain
+    other = _env_of(settings, current.python)
+    if current.ours and (other is None or not store.in_use(settings, other)):
+        return plain
+    return f"{plain}-{store.key_of(python.parent.parent)}"
+
+
+def write(
+    settings: Settings,
+    *,
+    project: str,
+    notebook: str,
+    fingerprint: str,
+    python: Path,
+    python_version: str,
+    register_user: bool = False,
+) -> str:
+    """Write the project's kernelspec for the env of `python`; return the kernel name used."""
+    name = choose_name(settings, project=project, python=python)
+    if not _KERNEL_NAME.fullmatch(name):
+        raise KernelError(f"cannot make a kernel name from {name!r}")
+    spec = kernelspec(
+        python=python,
+        python_version=python_version,
+        project=project,
+        fingerprint=fingerprint,
+        notebook=notebook,
+    )
+    text = json.dumps(spec, indent=1) + "\n"
+    for location, root in _locations(settings, register_user):
+        folder = root / name
+        existing = _read(folder, location)
+        # A folder without kernel.json is no kernelspec (perhaps another sync's, a moment
+        # before its atomic write): only a kernel.json that is not ours is refused.
+        if (folder / "kernel.json").exists() and (existing is None or not existing.ours):
+            raise KernelError(
+                f"a kernel named {name!r} that envsync did not create exists in {root}",
+                hint="rename or remove that kernel, or give the notebook another project name",
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "kernel.json", text)
+        except OSError as exc:
+            raise KernelError(f"cannot write kernel {name!r} into {root}: {exc.strerror}") from exc
+    return name
+
+
+def list_kernels(settings: Settings, *, include_user: bool = True) -> list[KernelInfo]:
+    """Every kernelspec in envsync's folder (and the user's), ours or not; `ours` tells."""
+    out = []
+    for location, root in _locations(settings, include_user):
+        try:
+            folders = sorted(p for p in root.iterdir() if p.is_dir())
+        except OSError:
+            continue
+        for folder in folders:
+            info = _read(folder, location)
+            if info is not None:
+                out.append(info)
+    return out
+
+
+def remove(settings: Settings, name: str, *, include_user: bool = True) -> list[Path]:
+    """Remove an envsync kernel by name from both folders; refuse one envsync did not create."""
+    if not _KERNEL_NAME.fullmatch(name) or name in (".", ".."):
+        raise KernelError(f"not a kernel name: {name!r}")
+    removed, refused = [], []
+    for location, root in _locations(settings, include_user):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        info = _read(folder, location)
+        if info is None or not info.ours:
+            refused.append(folder)
+            continue
+        shutil.rmtree(folder)
+        removed.append(folder)
+    if not removed:
+        if refused:
+            raise KernelError(f"kernel {name!r} was not created by envsync; it is left alone")
+        raise KernelError(f"no kernel named {name!r}", hint="`envsync kernels list` shows them")
+    return removed
+
+
+def prune(settings: Settings, *, include_user: bool = True, dry_run: bool = False) -> list[KernelInfo]:
+    """Remove envsync kernels whose env no longer exists; return what was (or would be) removed."""
+    gone = [k for k in list_kernels(settings, include_user=include_user) if k.ours and not k.env_exists]
+    if not dry_run:
+        for k in gone:
+            shutil.rmtree(k.path, ignore_errors=True)
+    return gone

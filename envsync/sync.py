@@ -1,0 +1,358 @@
+"""Lock -> a verified env and its kernel: build it once, reuse it after a fast check, repair it.
+
+`sync` is what `envsync sync` and `launch` call. It records the run in history at
+the end, so a caller that wants to say what changed reads `history.last_run` first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from envsync import drift, history, interpreters, kernels, store
+from envsync.backends import Backend, choose_backend, hashed_requirements
+from envsync.errors import DriftError, IndexNotAllowedError, InstallError, ToolError
+from envsync.fsutil import atomic_write_text
+from envsync.interpreters import Interpreter
+from envsync.lock import Lock, packages_for, verify
+from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
+
+REQUIREMENTS = "envsync-requirements.txt"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a long sync, for the CLI to render.
+
+    phase: interpreter | wait | venv | install | download | verify | reuse | repair | kernel
+    """
+
+    phase: str
+    message: str
+    done: int | None = None
+    total: int | None = None
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    env: Path
+    key: str
+    python: Path
+    python_version: str
+    kernel_name: str
+    reused: bool
+    installer_ran: bool
+    repaired: tuple[str, ...]
+    drift: drift.DriftReport  # the env after the sync: not clean when drift was found and not repaired
+    backend: str
+    packages: int
+    seconds: float
+    hold: store.EnvHold | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": str(self.env),
+            "key": self.key,
+            "python": str(self.python),
+            "python-version": self.python_version,
+            "kernel": self.kernel_name,
+            "reused": self.reused,
+            "installer-ran": self.installer_ran,
+            "repaired": list(self.repaired),
+            "drift": self.drift.to_dict(),
+            "backend": self.backend,
+            "packages": self.packages,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def sync(
+    *,
+    lock: Lock,
+    project: str,
+    notebook: Path,
+    settings: Settings,
+    backend: str | None = None,
+    python: str | None = None,
+    register_user: bool = False,
+    repair: bool = False,
+    hold: bool = False,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Make sure an env matching `lock` exists on this machine and register its kernel.
+
+    Reuses a complete env of the same lock without running the installer (its drift
+    is checked in-process); builds one otherwise. `python` asks for a particular
+    interpreter ("3.12" or a path); `repair` fixes a drifted env in place; `hold`
+    returns the env already held (`store.hold`) for a gateway about to use it.
+    `backend` applies to builds: an env built by either backend is reused as it is,
+    since both install the same distributions.
+    """
+    start = time.perf_counter()
+    kernels.validate_project(project)
+    # The fingerprint names the env on disk: it must be the hash of these very packages.
+    verify(lock)
+    indexes = allowed_indexes(lock, settings)
+    report = progress or (lambda _event: None)
+    notebook_path = str(Path(notebook).absolute())
+    for _attempt in range(3):
+        interp: Interpreter | None = None
+        candidates = [] if python else store.ready_envs(settings, lock.fingerprint)
+        if candidates:
+            key = candidates[0].key
+        else:
+            report(
+                ProgressEvent(
+                    "interpreter", f"choosing a Python for requires-python {lock.requires_python!r}"
+                )
+            )
+            interp = interpreters.find(
+                lock.requires_python, request=python, cache=interpreter_cache(settings)
+            )
+            key = store.env_key(lock.fingerprint, interp.tag)
+
+        def waiting(key: str = key) -> None:
+            report(ProgressEvent("wait", f"waiting for another envsync working on environment {key}"))
+
+        with store.locked(settings, key, on_wait=waiting):
+            ready = store.ready_envs(settings, lock.fingerprint, key=key)
+            if not ready and interp is None:
+                continue  # the env we meant to reuse went away (gc); choose again
+            repaired: tuple[str, ...] = ()
+            if ready:
+                rec = ready[0]
+                report(ProgressEvent("reuse", f"reusing environment {rec.path.name}"))
+                state = drift.check(rec, lock)
+                ran = repair and not state.clean
+                if ran:
+                    rec, state, repaired = _repair(rec, lock, settings, indexes, state, report)
+            else:
+                assert interp is not None
+                rec = _build(settings, lock, key, interp, backend, indexes, report)
+                state = drift.check(rec, lock)
+                ran = True
+            store.mark_used(rec.path)
+            report(ProgressEvent("kernel", f"registering kernel for {project}"))
+            name = kernels.write(
+                settings,
+                project=project,
+                notebook=notebook_path,
+                fingerprint=lock.fingerprint,
+                python=rec.python,
+                python_version=rec.python_version,
+                register_user=register_user,
+            )
+            held = store.EnvHold(settings, rec.path) if hold else None
+        try:
+            history.record_run(settings, project=project, lock=lock, notebook=notebook_path)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        return SyncResult(
+            env=rec.path,
+            key=rec.key,
+            python=rec.python,
+            python_version=rec.python_version,
+            kernel_name=name,
+            reused=bool(ready),
+            installer_ran=ran,
+            repaired=repaired,
+            drift=state,
+            backend=rec.backend,
+            packages=len(drift.expected(lock, rec.marker_env)),
+            seconds=time.perf_counter() - start,
+            hold=held,
+        )
+    raise InstallError("the environment kept disappearing while envsync tried to use it", hint="run again")
+
+
+def check(*, lock: Lock, settings: Settings, python: str | None = None) -> drift.DriftReport:
+    """How this machine's env of `lock` differs from it; DriftError when there is none yet."""
+    verify(lock)
+    key = None
+    if python:
+        found = interpreters.find(lock.requires_python, request=python, cache=interpreter_cache(settings))
+        key = store.env_key(lock.fingerprint, found.tag)
+    ready = store.ready_envs(settings, lock.fingerprint, key=key)
+    if not ready:
+        raise DriftError(
+            "this machine has no environment for this lock yet",
+            hint="run `envsync sync` to build it",
+        )
+    return drift.check(ready[0], lock)
+
+
+def interpreter_cache(settings: Settings) -> Path:
+    """Where the interpreter chosen for each requires-python range is remembered."""
+    return settings.state_dir / "interpreters.json"
+
+
+def allowed_indexes(lock: Lock, settings: Settings) -> list[str]:
+    """The lock's package indexes, most used first; each must be allowed on this machine."""
+    counts = Counter(normalize_index(p.index or DEFAULT_INDEX) for p in lock.packages)
+    for url in counts:
+        if not settings.index_allowed(url):
+            raise IndexNotAllowedError(
+                f"the lock installs from {url}, which this machine has not allowed",
+                hint=f"if you trust it: `envsync index allow {url}` (or set ENVSYNC_ALLOWED_INDEXES)",
+            )
+    return [url for url, _n in counts.most_common()] or [DEFAULT_INDEX]
+
+
+def _build(
+    settings: Settings,
+    lock: Lock,
+    key: str,
+    interp: Interpreter,
+    backend_name: str | None,
+    indexes: list[str],
+    report: Progress,
+) -> store.EnvRecord:
+    store.clear_key(settings, key)
+    be = choose_backend(backend_name or settings.backend)
+    path = store.new_env_path(settings, key)
+    pkgs = packages_for(lock, interp.marker_env)
+    try:
+        report(
+            ProgressEvent("venv", f"creating a virtual environment with Python {interp.version} ({be.name})")
+        )
+        try:
+            be.create(path, interp.path)
+        except ToolError as exc:
+            raise InstallError(
+                f"cannot create a virtual environment: {exc.message}", detail=exc.stderr
+            ) from exc
+        seed = drift.installed(path)
+        requirements = path / REQUIREMENTS
+        atomic_write_text(requirements, hashed_requirements(pkgs))
+        report(ProgressEvent("install", f"installing {len(pkgs)} packages with {be.name}", 0, len(pkgs)))
+        _install(be, path, requirements, indexes, settings, len(pkgs), report)
+        report(ProgressEvent("verify", "checking what was installed against the lock"))
+        have = drift.installed(path)
+        diffs, _ignored = drift.compare(drift.expected(lock, interp.marker_env), have, seed=seed)
+        if diffs:
+            raise InstallError(f"the installed environment does not match the lock: {_summary(diffs)}")
+        rec = store.EnvRecord(
+            path=path,
+            key=key,
+            fingerprint=lock.fingerprint,
+            python_version=interp.version,
+            tag=interp.tag,
+            base_python=str(interp.path),
+            marker_env=dict(interp.marker_env),
+            backend=be.name,
+            installed=have,
+            seed=seed,
+            created=time.time(),
+        )
+        store.write_ready(rec)
+    except BaseException as exc:
+        # Ctrl-C or a failure: no half env stays behind (after kill -9 the next build clears it).
+        store.discard(settings, path)
+        if isinstance(exc, OSError):
+            # A full disk or a permission problem in the store: one line, not a traceback.
+            raise InstallError(
+                f"cannot build the environment in {settings.envs_dir}: {exc.strerror or exc}",
+                hint="free some disk space or check the permissions of that folder",
+            ) from exc
+        raise
+    return rec
+
+
+def _repair(
+    rec: store.EnvRecord,
+    lock: Lock,
+    settings: Settings,
+    indexes: list[str],
+    found: drift.DriftReport,
+    report: Progress,
+) -> tuple[store.EnvRecord, drift.DriftReport, tuple[str, ...]]:
+    names = tuple(d.name for d in found.differences)
+    report(ProgressEvent("repair", f"repairing {len(names)} packages: {', '.join(names)}"))
+    # The env's own installer: a pip-built env keeps pip, a uv-built one has none.
+    be = choose_backend(rec.backend)
+    # Withdrawn first: if the repair dies midway, the next sync rebuilds instead of trusting it.
+    store.unready(rec.path)
+    remove = [d.name for d in found.differences if d.kind in ("extra", "changed")]
+    try:
+        be.uninstall(rec.path, remove)
+    except ToolError as exc:
+        raise InstallError(f"cannot remove {', '.join(remove)}: {exc.message}", detail=exc.stderr) from exc
+    pkgs = packages_for(lock, rec.marker_env)
+    requirements = rec.path / REQUIREMENTS
+    atomic_write_text(requirements, hashed_requirements(pkgs))
+    _install(be, rec.path, requirements, indexes, settings, len(pkgs), report)
+    have = drift.installed(rec.path)
+    diffs, _ignored = drift.compare(drift.expected(lock, rec.marker_env), have, seed=rec.seed)
+    if diffs:
+        raise InstallError(f"repair left the environment different from the lock: {_summary(diffs)}")
+    rec = replace(rec, installed=have, backend=be.name)
+    store.write_ready(rec)
+    return rec, drift.check(rec, lock), names
+
+
+def _install(
+    be: Backend,
+    env: Path,
+    requirements: Path,
+    indexes: Sequence[str],
+    settings: Settings,
+    total: int,
+    report: Progress,
+) -> None:
+    done = 0
+
+    def on_line(line: str) -> None:
+        nonlocal done
+        text = line.strip()
+        if not text:
+            return
+        if text.startswith(("Downloading ", "Downloaded ")):
+            report(ProgressEvent("download", text))
+        elif text.startswith("+ "):
+            done += 1
+            report(ProgressEvent("install", text, done, total))
+        else:
+            report(ProgressEvent("install", text, None, total))
+
+    try:
+        be.install(env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line)
+    except ToolError as exc:
+        raise install_error(exc, be.name, total) from exc
+
+
+_UV_HASH = re.compile(r"Hash mismatch for `([^`]+)`")
+_PIP_HASH = re.compile(r"^\s+(\S+==\S+) from ", re.MULTILINE)
+
+
+def install_error(exc: ToolError, backend: str, total: int) -> InstallError:
+    """One line a user can act on, naming the package when a hash did not match."""
+    text = exc.stderr or ""
+    hit = _UV_HASH.search(text)
+    if hit is None and "DO NOT MATCH THE HASHES" in text:
+        hit = _PIP_HASH.search(text.split("DO NOT MATCH THE HASHES", 1)[1])
+    if hit is not None:
+        return InstallError(
+            f"hash mismatch for {hit.group(1)}: the file the index serves is not the one the lock names",
+            hint="the lock was edited or the file was re-uploaded; review the lock's history "
+            "and re-create it with `envsync lock --upgrade` only if you trust the change",
+            detail=text,
+        )
+    return InstallError(f"installing {total} packages with {backend} failed: {exc.message}", detail=text)
+
+
+def _summary(diffs: Sequence[drift.Difference]) -> str:
+    parts = [
+        f"{d.name} ({d.kind}: locked {d.locked or '-'}, installed {d.installed or '-'})" for d in diffs[:5]
+    ]
+    more = f" and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+    return ", ".join(parts) + more
