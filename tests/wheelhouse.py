@@ -35,7 +35,7 @@ def build_wheel(
     module = dist.lower()
     files = files if files is not None else {f"{module}/__init__.py": f"__version__ = {version!r}\n"}
     info = f"{dist}-{version}.dist-info"
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     if requires_python:
         meta.append(f"Requires-Python: {requires_python}")
     meta += [f"Requires-Dist: {r}" for r in requires]
