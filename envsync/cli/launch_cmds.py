@@ -224,7 +224,7 @@ def _status(args: argparse.Namespace, app: App) -> int:
     from envsync import gateway, runtime
     from envsync.errors import EnvsyncError
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rec in runtime.running(app.settings):
         try:
             ks = gateway.kernels(rec.as_running())
@@ -256,7 +256,9 @@ def _status(args: argparse.Namespace, app: App) -> int:
 
     table = Table("port", "project", "notebook", "url", "kernels", "fingerprint", box=None)
     for r in rows:
-        table.add_row(str(r["port"]), r["project"], r["notebook"], r["url"], str(len(r["kernels"])), r["fingerprint"][:19] + "…")
+        table.add_row(
+            str(r["port"]), esc(r["project"]), esc(r["notebook"]), r["url"], str(len(r["kernels"])), r["fingerprint"][:19] + "…"
+        )
     app.out_console.print(table)
     return 0
 
