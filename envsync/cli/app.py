@@ -48,7 +48,9 @@ class App:
     def out_console(self) -> Any:
         from rich.console import Console
 
-        return Console(file=self.stdout, highlight=False, soft_wrap=True)
+        # Piped output is read by people in logs and by grep: never truncate a path or URL there.
+        width = None if self.stdout.isatty() else 240
+        return Console(file=self.stdout, highlight=False, soft_wrap=True, width=width)
 
     def emit_json(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, sort_keys=False) + "\n")
