@@ -167,7 +167,7 @@ def start(config: GatewayConfig, *, ready_timeout: float = 30.0) -> RunningGatew
     if not spec.is_file():
         raise GatewayError(f"kernelspec {config.kernel_name} not found", hint=f"expected {spec}")
     port = _claim_port(config.ip, config.port)
-    token = config.token or secrets.token_urlsafe(32)
+    token = config.token or _new_token()
     log_path = config.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log"
     process = _spawn(config, data_dir, port, token, log_path)
     scheme = "https" if config.certfile else "http"
@@ -417,3 +417,11 @@ def _get(url: str, token: str, path: str, timeout: float) -> tuple[int, bytes]:
 def check_port(ip: str, port: int) -> None:
     """Raise GatewayError now if `port` cannot be bound on `ip` (before any slow work)."""
     _claim_port(ip, port)
+
+
+def _new_token() -> str:
+    """A random token that never starts with '-', so it can be pasted after `--token`."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token

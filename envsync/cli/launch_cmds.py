@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import time
@@ -106,7 +107,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         if notice.diff is not None and not app.json:
             print_diff(app, notice.diff, title="  lock changes")
         elif notice.diff is not None:
-            app.stderr.write(f"WARNING changes: {notice.diff.to_dict()['changes']}\n")
+            app.stderr.write("WARNING changes: " + json.dumps(notice.diff.to_dict()["changes"]) + "\n")
     manifest = pre.project.manifest
     with SyncView(app) as view:
         result = sync(
@@ -168,19 +169,25 @@ def _serve(app: App, gw: Any, notebook: Path, lock: Any) -> None:
     """Wait for Ctrl-C; watch the notebook's lock and the gateway while we do."""
     from envsync.cli.panel import Panel
 
-    seen = _stat(notebook)
+    # No baseline: the first pass compares the notebook with the lock being served, so a
+    # collaborator's lock that arrived during the build is reported too.
+    seen: tuple[int, int] | None = None
     with Panel(app, gw, notebook=notebook, fingerprint=lock.fingerprint) as panel:
         while True:
             if gw.process is not None and gw.process.poll() is not None:
                 from envsync.errors import GatewayError
                 from envsync.gateway import log_tail
 
+                if gw.process.returncode == 0:
+                    # `envsync stop` (or a SIGTERM to the gateway): a requested, clean stop.
+                    panel.note("the gateway was stopped from outside (envsync stop)")
+                    return
                 raise GatewayError(
                     f"Kernel Gateway exited unexpectedly (exit {gw.process.returncode})",
                     detail=log_tail(gw.log_path) if gw.log_path else None,
                 )
             now = _stat(notebook)
-            if now != seen:
+            if seen is None or now != seen:
                 seen = now
                 _lock_changed(app, panel, notebook, lock)
             panel.refresh()
