@@ -140,7 +140,7 @@ def _kernels_list(args: argparse.Namespace, app: App) -> int:
         app.out_console.print("no envsync kernels")
     for k in found:
         gone = "" if k.env_exists else "  [red](environment gone: `envsync kernels prune`)[/]"
-        app.out_console.print(f"{k.name}  [{k.location}]  {k.display_name}  {k.path}{gone}")
+        app.out_console.print(f"{esc(k.name)}  ({esc(k.location)})  {esc(k.display_name)}  {esc(k.path)}{gone}")
     return 0
 
 
