@@ -25,10 +25,12 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from envsync.proc import parent_death_hook
 
 EXIT_USAGE = 2
 TOKEN_ENV = "KG_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -154,24 +156,6 @@ def within(root: Path, path: Any) -> bool:
     return (root / path).resolve().is_relative_to(root.resolve())
 
 
-def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A Popen `preexec_fn` that has Linux SIGKILL the kernel when the gateway dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        # Runs in the forked kernel before exec; the setting survives exec. ipykernel's own
-        # parent poller misses a gateway killed while the kernel is still starting when a
-        # subreaper (systemd --user) adopts it, since its new parent is then not PID 1.
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:  # the gateway died before prctl took effect
-            os._exit(1)
-
-    return hook
 
 
 def build_app(opts: Options) -> Any:
@@ -212,7 +196,10 @@ def build_app(opts: Options) -> Any:
                 # "../.." it would start outside the notebook's folder.
                 kwargs.pop("path", None)
                 kwargs["cwd"] = str(opts.root_dir)
-            hook = die_with_parent(os.getpid())
+            # ipykernel's own parent poller misses a gateway killed while the kernel is
+            # still starting when a subreaper (systemd --user) adopts it: its new parent
+            # is then not PID 1. The kernel has nothing to save, so SIGKILL it.
+            hook = parent_death_hook(signal.SIGKILL, os.getpid())
             if hook is not None:
                 # jupyter_client hands extra keyword arguments on to Popen.
                 kwargs["preexec_fn"] = hook

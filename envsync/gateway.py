@@ -338,6 +338,9 @@ def _spawn(config: GatewayConfig, data_dir: Path, port: int, token: str, log_pat
             cwd=Path(__file__).resolve().parent.parent,
             stdout=fd,
             stderr=proc.STDOUT,
+            # A killed `envsync launch` must not leave a gateway serving code; SIGTERM lets
+            # the gateway shut its kernels down on the way out.
+            parent_death_signal=signal.SIGTERM,
         )
     finally:
         os.close(fd)

@@ -119,6 +119,8 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
             raise LockError(f"lock names an invalid package {name[:80]!r}")
         if raw.get("marker"):
             _check_marker(raw["marker"], name)
+        if raw.get("requires-python"):
+            _check_requires_python(raw["requires-python"], name)
         pkg = LockedPackage(
             name=name,
             version=raw["version"],
@@ -145,10 +147,23 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
 def _check_marker(marker: str, name: str) -> None:
     from packaging.markers import InvalidMarker, Marker
 
+    from envsync.targets import TARGETS, marker_applies, marker_environment
+
     try:
         Marker(marker)
     except InvalidMarker:
         raise LockError(f"lock: {name} has an invalid marker {marker[:80]!r}") from None
+    # A marker can parse and still fail to evaluate (`python_version ~= "3"`): find out now.
+    marker_applies(marker, marker_environment(next(iter(TARGETS.values())), "3.11"))
+
+
+def _check_requires_python(text: str, name: str) -> None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        raise LockError(f"lock: {name} has an invalid requires-python {text[:80]!r}") from None
 
 
 def verify(lock: Lock) -> None:
@@ -183,12 +198,15 @@ def _sha(obj: Any) -> str:
 
 def compute_fingerprint(packages: Iterable[LockedPackage]) -> str:
     """Hash what gets installed (names, versions, markers, artifacts), nothing about who locked."""
+    # requires-python decides whether a package installs, so it is part of what is hashed;
+    # it is appended only when present so that locks without it keep their fingerprint.
     canon = sorted(
         [
             p.key,
             p.version,
             p.marker or "",
             sorted([a.name, a.sha256] for a in (*p.wheels, *([p.sdist] if p.sdist else []))),
+            *([p.requires_python] if p.requires_python else []),
         ]
         for p in packages
     )

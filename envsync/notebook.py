@@ -7,6 +7,8 @@ exactly as the editor that saved the file wrote them.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -50,8 +52,19 @@ class NotebookFile:
 def read_notebook(path: Path) -> NotebookFile:
     """Read and check an nbformat 4 notebook; every failure is one clear NotebookError."""
     shown = str(path)
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise NotebookError(
+            f"{shown}: no such file", hint="`envsync init` creates a notebook with a manifest"
+        ) from None
+    except OSError as exc:
+        raise NotebookError(f"cannot read {shown}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise NotebookError(f"{shown} is a directory, not a notebook")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO would block forever and /dev/zero would never end.
+        raise NotebookError(f"{shown} is not a regular file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -133,10 +146,15 @@ def splice_manifest(raw: str, value: Any | None) -> str:
     if raw[top_open : top_open + 1] != "{":
         raise NotebookError("notebook does not start with a JSON object")
     members = _members(raw, top_open)
+    if sum(m.key == "metadata" for m in members) > 1:
+        # JSON readers keep the last one; writing the first would silently lose the change.
+        raise NotebookError("the notebook has two top-level 'metadata' keys; refusing to guess which one counts")
     meta = next((m for m in members if m.key == "metadata"), None)
     if meta is None:
         raise NotebookError("notebook has no 'metadata' object to hold the manifest")
     inner = _members(raw, meta.value_start)
+    if sum(m.key == KEY for m in inner) > 1:
+        raise NotebookError(f"the notebook's metadata has two '{KEY}' keys; refusing to guess which one counts")
     current = next((m for m in inner if m.key == KEY), None)
     indent, unit = _layout(raw, meta, inner)
     if current is not None:
@@ -263,4 +281,9 @@ def write_manifest(nb: NotebookFile, value: Any | None) -> NotebookFile:
                 hint="run the command again",
             )
         atomic_write_bytes(target, new_raw, mode=stat.S_IMODE(st.st_mode))
+        # Every envsync writer holds this lock, so a temp file of ours still here is
+        # what a killed writer left: remove it rather than leave a notebook-sized file.
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     return NotebookFile(path=nb.path, raw=new_raw, data=new_data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,7 +145,10 @@ def _stream(
 def last_line(text: str) -> str:
     """The last non-empty line of a tool's output: usually its reason."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+    if not lines:
+        return "no output"
+    # uv words its last line "  Caused by: <reason>" or "cause: <reason>": keep the reason.
+    return re.sub(r"^(caused by|cause|error):\s*", "", lines[-1], flags=re.I)
 
 
 def spawn(
@@ -155,8 +159,13 @@ def spawn(
     stdout: int | None = None,
     stderr: int | None = None,
     new_session: bool = True,
+    parent_death_signal: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-lived child (the gateway). The caller must end it with `shutdown`."""
+    """Start a long-lived child (the gateway). The caller must end it with `shutdown`.
+
+    With `parent_death_signal` (Linux), the child gets that signal if we die first, even
+    by SIGKILL, so it can never outlive the command that started it.
+    """
     argv = [os.fspath(c) for c in command]
     log.debug("spawn: %s", " ".join(argv))
     try:
@@ -168,9 +177,28 @@ def spawn(
             stdout=subprocess.PIPE if stdout is None else stdout,
             stderr=subprocess.PIPE if stderr is None else stderr,
             start_new_session=new_session,
+            preexec_fn=parent_death_hook(parent_death_signal, os.getpid()) if parent_death_signal else None,  # noqa: PLW1509
         )
     except OSError as exc:
         raise EnvsyncError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+
+
+def parent_death_hook(sig: int, parent_pid: int) -> Callable[[], None] | None:
+    """A Popen `preexec_fn` that has Linux send `sig` to the child when `parent_pid` dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        # Runs in the forked child before exec; the setting survives exec.
+        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 PIPE = subprocess.PIPE

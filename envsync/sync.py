@@ -105,7 +105,7 @@ def sync(
     notebook_path = str(Path(notebook).absolute())
     for _attempt in range(3):
         interp: Interpreter | None = None
-        candidates = [] if python else store.ready_envs(settings, lock.fingerprint)
+        candidates = [] if python else _in_range(store.ready_envs(settings, lock.fingerprint), lock)
         if candidates:
             key = candidates[0].key
         else:
@@ -334,6 +334,15 @@ _UV_HASH = re.compile(r"Hash mismatch for `([^`]+)`")
 _PIP_HASH = re.compile(r"^\s+(\S+==\S+) from ", re.MULTILINE)
 
 
+def _in_range(records: list[store.EnvRecord], lock: Lock) -> list[store.EnvRecord]:
+    """Envs of this fingerprint whose Python the lock admits (the same packages can be
+    locked for 3.11 and for 3.12; a 3.11 env does not serve the 3.12 lock)."""
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(lock.requires_python)
+    return [r for r in records if r.python_version and spec.contains(r.python_version, prereleases=True)]
+
+
 def install_error(exc: ToolError, backend: str, total: int) -> InstallError:
     """One line a user can act on, naming the package when a hash did not match."""
     text = exc.stderr or ""
@@ -347,7 +356,14 @@ def install_error(exc: ToolError, backend: str, total: int) -> InstallError:
             "and re-create it with `envsync lock --upgrade` only if you trust the change",
             detail=text,
         )
-    return InstallError(f"installing {total} packages with {backend} failed: {exc.message}", detail=text)
+    lower = text.lower()
+    if "no space left" in lower or "errno 28" in lower:
+        hint = "the disk holding the environment store or uv's cache is full; free space (`envsync envs gc`) and run again"
+    elif any(s in lower for s in ("failed to fetch", "connection refused", "error sending request", "timed out", "dns error")):
+        hint = "the package index could not be reached; check the network and run again (a half-built env is never used)"
+    else:
+        hint = "run again with --verbose to see the installer's output"
+    return InstallError(f"installing {total} packages with {backend} failed: {exc.message}", hint=hint, detail=text)
 
 
 def _summary(diffs: Sequence[drift.Difference]) -> str:

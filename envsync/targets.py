@@ -7,7 +7,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from packaging.markers import InvalidMarker, Marker
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -113,8 +113,8 @@ def marker_applies(marker: str | None, env: dict[str, str]) -> bool:
         return True
     try:
         return Marker(marker).evaluate(env)
-    except InvalidMarker as exc:
-        raise LockError(f"invalid marker in lock: {marker!r}") from exc
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName, ValueError) as exc:
+        raise LockError(f"invalid marker in lock: {marker[:120]!r}") from exc
 
 
 def wheel_fits(filename: str, target: Target, python: str) -> bool:

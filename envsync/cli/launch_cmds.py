@@ -59,7 +59,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 class _Terminated(Exception):
-    """SIGTERM arrived: leave the serve loop the same way Ctrl-C does."""
+    """SIGTERM or SIGHUP arrived: leave the serve loop the same way Ctrl-C does."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -89,7 +89,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         allow_insecure_origin=args.insecure_allow_any_origin,
         certfile=args.certfile,
         keyfile=args.keyfile,
-        working_dir=args.notebook.resolve().parent,
+        working_dir=Path(os.path.abspath(args.notebook)).parent,
     )
     gateway.validate(config)  # refuse insecure settings before any slow work
     if args.port:
@@ -129,15 +129,17 @@ def _launch(args: argparse.Namespace, app: App) -> int:
             result.hold.release()
         raise
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Closing the terminal sends SIGHUP: stop as cleanly as for Ctrl-C.
+    previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
     try:
-        runtime.record(settings, gw, notebook=args.notebook.resolve(), project=manifest.project, fingerprint=pre.lock.fingerprint)
+        runtime.record(settings, gw, notebook=Path(os.path.abspath(args.notebook)), project=manifest.project, fingerprint=pre.lock.fingerprint)
         info = {
             "url": gw.url,
             "token": gw.token,
             "kernel": result.kernel_name,
             "fingerprint": pre.lock.fingerprint,
             "pid": gw.pid,
-            "notebook": str(args.notebook.resolve()),
+            "notebook": os.path.abspath(args.notebook),
             "project": manifest.project,
             "env": str(result.env),
             "python": result.python_version,
@@ -156,6 +158,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
         app.say("stopping kernels and the gateway …")
         gateway.stop(gw)
         runtime.forget(settings, gw.port)
