@@ -12,9 +12,7 @@ import signal
 import stat
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import websocket
 from envsync import gateway, proc, runtime
 from envsync.errors import GatewayError, UsageError
 from envsync.settings import Settings
+from tests.kernel_client import execute
 
 KERNEL = "envsync-demo"
 ORIGIN = "https://editor.example"
@@ -100,46 +99,6 @@ def kernel_pid(gw: gateway.RunningGateway, kernel_id: str) -> int:
 def channels_url(gw: gateway.RunningGateway, kernel_id: str, token: str | None = None) -> str:
     ws = gw.url.replace("http", "ws", 1)
     return f"{ws}/api/kernels/{kernel_id}/channels?session_id=test&token={token or gw.token}"
-
-
-def execute(ws: websocket.WebSocket, code: str, timeout: float = 30.0) -> str:
-    """Run `code` over the channels WebSocket; return what it printed."""
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "msg_type": "execute_request",
-        "username": "test",
-        "session": "test",
-        "version": "5.3",
-        "date": datetime.now(UTC).isoformat(),
-    }
-    content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-    ws.send(
-        json.dumps(
-            {
-                "header": header,
-                "parent_header": {},
-                "metadata": {},
-                "content": content,
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ws.settimeout(max(0.1, deadline - time.monotonic()))
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            raise AssertionError(msg["content"]["evalue"])
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return "".join(out)
-    raise AssertionError("no reply from the kernel in time")
 
 
 # --- fixtures --------------------------------------------------------------------------------

@@ -23,9 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import requests
 from envsync import notebook, store
 from envsync.lock import Artifact, LockedPackage, compute_fingerprint
 from envsync.settings import Settings
+from tests.kernel_client import execute
 from tests.wheelhouse import LocalIndex
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -765,46 +764,6 @@ def test_sigterm_stops_the_gateway_and_exits_0(nb: Path, env: dict[str, str]) ->
 
 
 # --- the real thing: PyPI, a real kernel, REST and WebSocket ---------------------------------
-
-
-def execute(ws: Any, code: str, timeout: float = 60.0) -> str:
-    """Run `code` over the channels WebSocket; return what it printed."""
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "msg_type": "execute_request",
-        "username": "test",
-        "session": "test",
-        "version": "5.3",
-        "date": datetime.now(UTC).isoformat(),
-    }
-    content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-    ws.send(
-        json.dumps(
-            {
-                "header": header,
-                "parent_header": {},
-                "metadata": {},
-                "content": content,
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ws.settimeout(max(0.1, deadline - time.monotonic()))
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            raise AssertionError(msg["content"]["evalue"])
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return "".join(out)
-    raise AssertionError("no reply from the kernel in time")
 
 
 @pytest.mark.network
