@@ -30,7 +30,7 @@ from typing import Protocol
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envsync import proc
+from envsync import proc, uvbin
 from envsync.errors import InstallError, LockError, ToolError, UsageError
 from envsync.lock import LockedPackage
 
@@ -275,11 +275,8 @@ def choose_backend(name: str | None) -> Backend:
 @functools.cache
 def _runnable_uv() -> str | None:
     # Once per process: a CLI run builds at most a few envs.
-    try:
-        import uv as uv_pkg
-
-        path = uv_pkg.find_uv_bin()
-    except (ImportError, FileNotFoundError):
+    path = uvbin.find()
+    if path is None:
         return None
     try:
         proc.run([path, "--version"], timeout=30, what="uv --version")

@@ -16,7 +16,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from envsync.errors import EnvsyncError, LockError, NotebookError
-from envsync.lock import Lock, LockedPackage, packages_for
+from envsync.lock import Lock, packages_for
 from envsync.targets import TARGETS, marker_environment
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -137,20 +137,14 @@ class _Links(HTMLParser):
 
 def export_requirements(lock: Lock, *, target: str, python: str) -> str:
     """A hashed requirements file for one platform, installable with --require-hashes."""
+    from envsync.backends import hashed_requirements
+
     pkgs = packages_for(lock, marker_environment(TARGETS[target], python))
-    return hashed_requirements(pkgs, header=f"# envsync lock {lock.fingerprint}\n# for {target}, CPython {python}\n")
-
-
-def hashed_requirements(pkgs: list[LockedPackage], *, header: str = "") -> str:
-    lines = [header] if header else []
+    header = f"# envsync lock {lock.fingerprint}\n# for {target}, CPython {python}\n"
     indexes = sorted({p.index for p in pkgs if p.index})
     if len(indexes) == 1:
-        lines.append(f"--index-url {indexes[0]}\n")
-    for p in pkgs:
-        hashes = sorted({a.sha256 for a in (*p.wheels, *([p.sdist] if p.sdist else []))})
-        body = " \\\n    ".join([f"{p.name}=={p.version}", *(f"--hash=sha256:{h}" for h in hashes)])
-        lines.append(body + "\n")
-    return "".join(lines)
+        header += f"--index-url {indexes[0]}\n"
+    return header + hashed_requirements(pkgs)
 
 
 # ---- import -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envsync import proc
+from envsync import proc, uvbin
 from envsync.errors import InterpreterNotFoundError, ToolError
 from envsync.targets import parse_requires_python, pythons_in_range
 
@@ -153,7 +153,7 @@ def _find(requires_python: str, request: str | None, timeout: float) -> Interpre
     wanted = str(request) if request else (str(spec) or ">=3")
     if wanted.startswith("-"):
         raise InterpreterNotFoundError(f"not a Python version or path: {wanted!r}")
-    path = _uv_find(wanted, timeout) if _uv_bin() else _path_find(minors, request)
+    path = _uv_find(wanted, timeout) if uvbin.find() else _path_find(minors, request)
     found = describe(path, timeout=timeout) if path else None
     if found is None or not spec.contains(found.version, prereleases=True):
         needed = ", ".join(minors)
@@ -172,19 +172,8 @@ def _find(requires_python: str, request: str | None, timeout: float) -> Interpre
     return found
 
 
-def _uv_bin() -> str | None:
-    try:
-        import uv
-
-        path = uv.find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        return None
-    return path if os.path.exists(path) else None
-
-
 def _uv_find(wanted: str, timeout: float) -> Path | None:
-    uv = _uv_bin()
-    assert uv is not None
+    uv = uvbin.require()
     # A neutral cwd, --no-project and --system keep a nearby .venv, pyproject.toml or
     # .python-version from choosing for us; the request alone decides.
     with tempfile.TemporaryDirectory(prefix="envsync-find-") as cwd:

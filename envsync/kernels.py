@@ -24,23 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from envsync import store
-from envsync.errors import KernelError, ManifestError
+from envsync.errors import KernelError
 from envsync.fsutil import atomic_write_text
+from envsync.manifest import check_project
 from envsync.settings import Settings
 
 PREFIX = "envsync-"
-_SLUG = re.compile(r"^[a-z0-9-]{1,64}$")
+# The slug becomes a folder name here: the manifest's one rule decides what is safe.
+validate_project = check_project
 _KERNEL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
-
-
-def validate_project(project: str) -> str:
-    """The project slug comes from someone else's notebook: lowercase [a-z0-9-], 1..64 chars."""
-    if not isinstance(project, str) or not _SLUG.fullmatch(project) or project.strip("-") == "":
-        raise ManifestError(
-            f"project name {project!r} is not a valid slug",
-            hint="use 1 to 64 characters from a-z, 0-9 and '-'",
-        )
-    return project
 
 
 def kernel_name(project: str) -> str:

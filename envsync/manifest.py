@@ -196,7 +196,7 @@ def check_project(name: str) -> str:
     # fullmatch: `$` in re.match would let a trailing newline through into paths.
     if not isinstance(name, str) or not SLUG.fullmatch(name):
         raise ManifestError(
-            f"project name {name[:80]!r} is not a slug",
+            f"project name {str(name)[:80]!r} is not a valid slug",
             hint="use 1-64 lowercase letters, digits and dashes, e.g. sales-forecast",
         )
     return name

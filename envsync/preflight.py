@@ -48,7 +48,7 @@ def load_for_launch(path: Path) -> projects.Project:
 
 
 def check(
-    path: Path,
+    proj: projects.Project,
     *,
     settings: Settings,
     frozen: bool,
@@ -57,7 +57,7 @@ def check(
     progress: Callable[[str], None] | None = None,
 ) -> Preflight:
     """Stale lock → re-lock (or refuse when frozen); lock vs last run → diff, hash changes need --yes."""
-    proj = load_for_launch(path)
+    path = proj.path
     notices: list[Notice] = []
     if proj.manifest.lock_is_stale:
         if frozen:

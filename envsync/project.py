@@ -78,7 +78,7 @@ def init(
     progress: Progress | None = None,
 ) -> LockResult:
     """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it."""
-    from envsync.resolve import check_index_allowed, resolve
+    from envsync.resolve import resolve
 
     slug = check_project(project) if project else default_project(path)
     minor = python or ".".join(platform.python_version_tuple()[:2])
@@ -96,7 +96,7 @@ def init(
         environments=envs,
         index=normalize_index(index) if index else DEFAULT_INDEX,
     )
-    check_index_allowed(settings, manifest.index)
+    settings.require_index_allowed(manifest.index)
     created = not path.exists()
     if not created:
         nb = read_notebook(path)

@@ -8,33 +8,18 @@ versions are left out. A package keeps its sdist only where no wheel covers a ta
 
 from __future__ import annotations
 
-import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from envsync import proc
-from envsync.errors import IndexNotAllowedError, ResolutionError, ToolError
+from envsync import proc, uvbin
+from envsync.errors import ResolutionError, ToolError
 from envsync.lock import Artifact, Lock, LockedPackage, compute_fingerprint
 from envsync.manifest import Manifest
 from envsync.settings import KERNEL_REQUIREMENTS, Settings
 from envsync.targets import TARGETS, Target, marker_applies, marker_environment, pythons_in_range, wheel_fits
-
-
-def uv_bin() -> str:
-    from uv import find_uv_bin
-
-    return find_uv_bin()
-
-
-def check_index_allowed(settings: Settings, index: str) -> None:
-    if not settings.index_allowed(index):
-        raise IndexNotAllowedError(
-            f"this notebook uses the package index {index}, which this machine has not allowed",
-            hint=f"if you trust it: `envsync index allow {index}` (or set ENVSYNC_ALLOWED_INDEXES)",
-        )
 
 
 def resolve(
@@ -47,7 +32,7 @@ def resolve(
     progress: Callable[[str], None] | None = None,
 ) -> Lock:
     """Resolve the manifest's dependencies plus the kernel's own into a compact universal Lock."""
-    check_index_allowed(settings, manifest.index)
+    settings.require_index_allowed(manifest.index)
     pythons = pythons_in_range(manifest.requires_python)
     with tempfile.TemporaryDirectory(prefix="envsync-resolve-") as tmp:
         work = Path(tmp)
@@ -62,7 +47,7 @@ def resolve(
 
             out.write_text(tomlkit.dumps(pylock_document(previous, urls=None)))
         cmd = [
-            uv_bin(), "pip", "compile", str(reqs),
+            uvbin.require(), "pip", "compile", str(reqs),
             "--output-file", str(out),
             "--format", "pylock.toml",
             "--universal",
@@ -96,11 +81,8 @@ def resolve(
 
 def _reason(stderr: str, index: str) -> str:
     """One line out of uv's report: why resolution failed."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
-    lines = [ln.strip(" ╰─▶×│") for ln in text.splitlines()]
-    lines = [re.sub(r"^(caused by|cause|error|hint):\s*", "", ln.strip(), flags=re.I) for ln in lines if ln.strip()]
-    lower = text.lower()
-    if any(s in lower for s in ("failed to fetch", "error sending request", "connection refused", "dns error", "timed out")):
+    lines = proc.reason_lines(stderr)
+    if proc.looks_unreachable(stderr):
         return f"cannot reach the package index {index}"
     for ln in lines:
         if ln.startswith("Because") or "was not found in the package registry" in ln:

@@ -59,6 +59,16 @@ class Settings:
             return True
         return norm in {normalize_index(u) for u in self.allowed_indexes}
 
+    def require_index_allowed(self, url: str) -> None:
+        """Refuse an index this machine has not allowed, saying how to allow it."""
+        if not self.index_allowed(url):
+            from envsync.errors import IndexNotAllowedError
+
+            raise IndexNotAllowedError(
+                f"this notebook uses the package index {url}, which this machine has not allowed",
+                hint=f"if you trust it: `envsync index allow {url}` (or set ENVSYNC_ALLOWED_INDEXES)",
+            )
+
 
 def normalize_index(url: str) -> str:
     return url.strip().rstrip("/")

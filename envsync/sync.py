@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envsync import drift, history, interpreters, kernels, store
+from envsync import drift, history, interpreters, kernels, proc, store
 from envsync.backends import Backend, choose_backend, hashed_requirements
-from envsync.errors import DriftError, IndexNotAllowedError, InstallError, ToolError
+from envsync.errors import DriftError, InstallError, ToolError
 from envsync.fsutil import atomic_write_text
 from envsync.interpreters import Interpreter
 from envsync.lock import Lock, packages_for, verify
+from envsync.manifest import check_project
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
 
 REQUIREMENTS = "envsync-requirements.txt"
@@ -97,7 +98,7 @@ def sync(
     since both install the same distributions.
     """
     start = time.perf_counter()
-    kernels.validate_project(project)
+    check_project(project)
     # The fingerprint names the env on disk: it must be the hash of these very packages.
     verify(lock)
     indexes = allowed_indexes(lock, settings)
@@ -200,11 +201,7 @@ def allowed_indexes(lock: Lock, settings: Settings) -> list[str]:
     """The lock's package indexes, most used first; each must be allowed on this machine."""
     counts = Counter(normalize_index(p.index or DEFAULT_INDEX) for p in lock.packages)
     for url in counts:
-        if not settings.index_allowed(url):
-            raise IndexNotAllowedError(
-                f"the lock installs from {url}, which this machine has not allowed",
-                hint=f"if you trust it: `envsync index allow {url}` (or set ENVSYNC_ALLOWED_INDEXES)",
-            )
+        settings.require_index_allowed(url)
     return [url for url, _n in counts.most_common()] or [DEFAULT_INDEX]
 
 
@@ -359,7 +356,7 @@ def install_error(exc: ToolError, backend: str, total: int) -> InstallError:
     lower = text.lower()
     if "no space left" in lower or "errno 28" in lower:
         hint = "the disk holding the environment store or uv's cache is full; free space (`envsync envs gc`) and run again"
-    elif any(s in lower for s in ("failed to fetch", "connection refused", "error sending request", "timed out", "dns error")):
+    elif proc.looks_unreachable(text):
         hint = "the package index could not be reached; check the network and run again (a half-built env is never used)"
     else:
         hint = "run again with --verbose to see the installer's output"

@@ -224,7 +224,6 @@ def _diff(args: argparse.Namespace, app: App) -> int:
 def _export(args: argparse.Namespace, app: App) -> int:
     from envsync import interop, project
     from envsync.errors import EnvsyncError
-    from envsync.resolve import check_index_allowed
     from envsync.targets import current_target, pythons_in_range
 
     proj = project.load(args.notebook)
@@ -232,7 +231,7 @@ def _export(args: argparse.Namespace, app: App) -> int:
     if args.format == "pylock":
         # Export looks files up on each package's index: only on indexes this machine allowed.
         for index in sorted({p.index for p in lock.packages if p.index}):
-            check_index_allowed(app.settings, index)
+            app.settings.require_index_allowed(index)
         if args.environment or args.python:
             raise EnvsyncError("--environment and --python apply to --format requirements only")
         text = interop.export_pylock(lock)

@@ -99,7 +99,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
     proj = preflight.load_for_launch(args.notebook)
     before = history.last_run(settings, proj.manifest.project)
     pre = preflight.check(
-        args.notebook, settings=settings, frozen=args.frozen, yes=args.yes, last_run=before,
+        proj, settings=settings, frozen=args.frozen, yes=args.yes, last_run=before,
         progress=app.progress("uv: "),
     )
     for notice in pre.notices:

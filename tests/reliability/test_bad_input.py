@@ -564,7 +564,7 @@ def test_init_refuses_a_project_slug_that_is_not_safe_as_a_path(
         "--python",
         "3.11",
     )
-    assert_one_clean_error(r, text="is not a slug")
+    assert_one_clean_error(r, text="is not a valid slug")
     assert tree_digest(tmp_path) == before
     assert not (settings.home / "jupyter").exists()
     count("bad_input.runs")
