@@ -24,3 +24,17 @@ def settings(tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.Monkey
     monkeypatch.setenv("ENVSYNC_HOME", str(home))
     monkeypatch.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
     return Settings(home=home, allowed_indexes=(local_index.url,))
+
+
+@pytest.fixture(scope="session")
+def locked_template(tmp_path_factory: pytest.TempPathFactory, local_index: LocalIndex) -> Path:
+    """One notebook locked against the local index (`alpha` declared), copied by tests."""
+    from envsync.cli import main
+
+    folder = tmp_path_factory.mktemp("locked-template")
+    path = folder / "analysis.ipynb"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENVSYNC_HOME", str(folder / "home"))
+        mp.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
+        assert main(["init", str(path), "alpha", "--index", local_index.url, "--python", "3.11"]) == 0
+    return path

@@ -24,8 +24,14 @@ import pytest
 from envsync import notebook
 from envsync.cli import build_parser, main
 from envsync.errors import ConcurrentModificationError
-from envsync.lock import Artifact, LockedPackage, compute_fingerprint
 from envsync.settings import Settings
+from tests.manifests import (
+    edit_manifest,
+    locked_versions,
+    manifest_of,
+    refresh_fingerprint,
+    tamper_first_hash,
+)
 from tests.wheelhouse import LocalIndex, standard_index
 
 VENV_BIN = Path(sys.executable).parent
@@ -58,44 +64,6 @@ def envsync(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
 def jupyter_bytes(nb: Any) -> bytes:
     """A notebook serialised exactly the way Jupyter (nbformat) saves it."""
     return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def manifest_of(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_bytes())["metadata"]["envsync"]
-
-
-def locked_versions(path: Path) -> dict[str, str]:
-    return {p["name"]: p["version"] for p in manifest_of(path)["lock"]["packages"]}
-
-
-def edit_manifest(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Edit metadata.envsync by hand, as a collaborator with a text editor would."""
-    raw = path.read_text(encoding="utf-8")
-    data = json.loads(raw)["metadata"]["envsync"]
-    change(data)
-    path.write_text(notebook.splice_manifest(raw, data), encoding="utf-8")
-
-
-def tamper_first_hash(manifest: dict[str, Any], name: str) -> None:
-    pkg = next(p for p in manifest["lock"]["packages"] if p["name"] == name)
-    old = pkg["wheels"][0]["hashes"]["sha256"]
-    pkg["wheels"][0]["hashes"]["sha256"] = ("0" if old[0] != "0" else "1") + old[1:]
-
-
-def refresh_fingerprint(manifest: dict[str, Any]) -> None:
-    """Recompute the fingerprint after a hand edit, so the lock is self-consistent again."""
-    lock = manifest["lock"]
-    pkgs = [
-        LockedPackage(
-            name=p["name"],
-            version=p["version"],
-            marker=p.get("marker"),
-            wheels=tuple(Artifact(w["name"], w["hashes"]["sha256"]) for w in p.get("wheels", [])),
-            sdist=Artifact(p["sdist"]["name"], p["sdist"]["hashes"]["sha256"]) if p.get("sdist") else None,
-        )
-        for p in lock["packages"]
-    ]
-    lock["tool"]["envsync"]["fingerprint"] = compute_fingerprint(pkgs)
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -204,23 +172,11 @@ PLAIN_NOTEBOOK: dict[str, Any] = {
 # ---- fixtures --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def base_notebook(tmp_path_factory: pytest.TempPathFactory, local_index: LocalIndex) -> Path:
-    """One notebook locked against the local index (`alpha` declared), shared by the module."""
-    folder = tmp_path_factory.mktemp("base")
-    path = folder / "analysis.ipynb"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENVSYNC_HOME", str(folder / "home"))
-        mp.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
-        assert main(["init", str(path), "alpha", "--index", local_index.url, "--python", "3.11"]) == 0
-    return path
-
-
 @pytest.fixture
-def nb(tmp_path: Path, base_notebook: Path, settings: Settings) -> Path:
-    """A private copy of the module's locked notebook."""
+def nb(tmp_path: Path, locked_template: Path, settings: Settings) -> Path:
+    """A private copy of the session's locked notebook."""
     path = tmp_path / "analysis.ipynb"
-    shutil.copyfile(base_notebook, path)
+    shutil.copyfile(locked_template, path)
     return path
 
 

@@ -30,10 +30,16 @@ from typing import Any
 import pytest
 import requests
 
-from envsync import notebook, store
-from envsync.lock import Artifact, LockedPackage, compute_fingerprint
+from envsync import store
 from envsync.settings import Settings
 from tests.kernel_client import execute
+from tests.manifests import (
+    edit_manifest,
+    locked_versions,
+    manifest_of,
+    refresh_fingerprint,
+    tamper_first_hash,
+)
 from tests.wheelhouse import LocalIndex
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -269,41 +275,6 @@ def api_status(info: dict[str, Any], token: str | None = None) -> int:
 # --- notebooks -------------------------------------------------------------------------------
 
 
-def manifest_of(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_bytes())["metadata"]["envsync"]
-
-
-def locked_versions(path: Path) -> dict[str, str]:
-    return {p["name"]: p["version"] for p in manifest_of(path)["lock"]["packages"]}
-
-
-def edit_manifest(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Edit metadata.envsync by hand, as a collaborator with a text editor would."""
-    raw = path.read_text(encoding="utf-8")
-    data = json.loads(raw)["metadata"]["envsync"]
-    change(data)
-    path.write_text(notebook.splice_manifest(raw, data), encoding="utf-8")
-
-
-def tamper_hash_keep_loadable(manifest: dict[str, Any], name: str) -> None:
-    """Change one file hash of `name` and recompute the fingerprint, so the lock still loads."""
-    lock = manifest["lock"]
-    pkg = next(p for p in lock["packages"] if p["name"] == name)
-    old = pkg["wheels"][0]["hashes"]["sha256"]
-    pkg["wheels"][0]["hashes"]["sha256"] = ("0" if old[0] != "0" else "1") + old[1:]
-    pkgs = [
-        LockedPackage(
-            name=p["name"],
-            version=p["version"],
-            marker=p.get("marker"),
-            wheels=tuple(Artifact(w["name"], w["hashes"]["sha256"]) for w in p.get("wheels", [])),
-            sdist=Artifact(p["sdist"]["name"], p["sdist"]["hashes"]["sha256"]) if p.get("sdist") else None,
-        )
-        for p in lock["packages"]
-    ]
-    lock["tool"]["envsync"]["fingerprint"] = compute_fingerprint(pkgs)
-
-
 def write_plain_notebook(path: Path, first_code: str | None = None) -> Path:
     cells: list[dict[str, Any]] = [
         {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": "# analysis"},
@@ -488,7 +459,7 @@ def test_hash_change_at_the_same_version_needs_yes_and_then_fails_the_install(
     nb: Path, own_env: dict[str, str], own_home: Path
 ) -> None:
     first, _err = serve_and_stop(nb, own_env)
-    edit_manifest(nb, lambda m: tamper_hash_keep_loadable(m, "alpha"))
+    edit_manifest(nb, lambda m: (tamper_first_hash(m, "alpha"), refresh_fingerprint(m)))
     tampered = manifest_of(nb)["lock"]["tool"]["envsync"]["fingerprint"]
     assert tampered != first["fingerprint"]
     assert envsync(own_env, "show", nb).returncode == 0  # the lock loads: only the hash is wrong

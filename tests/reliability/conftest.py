@@ -25,9 +25,7 @@ from typing import Any
 
 import pytest
 
-from envsync import notebook
 from envsync.cli import main
-from envsync.lock import Artifact, LockedPackage, compute_fingerprint
 from tests.wheelhouse import LocalIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,36 +222,6 @@ def tree_digest(folder: Path, *, skip: Sequence[str] = ("home",)) -> dict[str, s
     return out
 
 
-def manifest_of(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_bytes())["metadata"]["envsync"]
-
-
-def edit_manifest(path: Path, change: Callable[[dict[str, Any]], Any]) -> Path:
-    """Edit metadata.envsync by hand, as a collaborator with a text editor would."""
-    raw = path.read_text(encoding="utf-8")
-    data = json.loads(raw)["metadata"]["envsync"]
-    result = change(data)
-    value = data if result is None else result
-    path.write_text(notebook.splice_manifest(raw, value), encoding="utf-8")
-    return path
-
-
-def refresh_fingerprint(manifest: dict[str, Any]) -> None:
-    """Recompute the lock's fingerprint after a hand edit, so it is self-consistent again."""
-    lock = manifest["lock"]
-    pkgs = [
-        LockedPackage(
-            name=p["name"],
-            version=p["version"],
-            marker=p.get("marker"),
-            wheels=tuple(Artifact(w["name"], w["hashes"]["sha256"]) for w in p.get("wheels", [])),
-            sdist=Artifact(p["sdist"]["name"], p["sdist"]["hashes"]["sha256"]) if p.get("sdist") else None,
-        )
-        for p in lock["packages"]
-    ]
-    lock["tool"]["envsync"]["fingerprint"] = compute_fingerprint(pkgs)
-
-
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -325,18 +293,6 @@ def _cmdline(pid: int) -> str:
 
 
 # --- notebooks ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def locked_template(tmp_path_factory: pytest.TempPathFactory, local_index: LocalIndex) -> Path:
-    """One notebook locked against the local index (`alpha` declared), copied by tests."""
-    folder = tmp_path_factory.mktemp("reliability-template")
-    path = folder / "analysis.ipynb"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENVSYNC_HOME", str(folder / "home"))
-        mp.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
-        assert main(["init", str(path), "alpha", "--index", local_index.url, "--python", "3.11"]) == 0
-    return path
 
 
 @pytest.fixture

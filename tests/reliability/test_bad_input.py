@@ -24,15 +24,13 @@ from envsync import manifest as manifest_mod
 from envsync import notebook
 from envsync.errors import EnvsyncError
 from envsync.settings import Settings
+from tests.manifests import edit_manifest, manifest_of, refresh_fingerprint, replace_manifest
 from tests.reliability.conftest import (
     Run,
     assert_one_clean_error,
     cli,
     count,
-    edit_manifest,
-    manifest_of,
     record,
-    refresh_fingerprint,
     run_console,
     sha256_of,
     tree_digest,
@@ -74,8 +72,12 @@ def notebook_json(doc: Any, name: str = "x.ipynb") -> Builder:
 
 
 def with_manifest(change: Callable[[dict[str, Any]], Any]) -> Builder:
+    """Edit the manifest in place, or replace it with what `change` returns (wrong types too)."""
+
     def build(tmp: Path, good: Path) -> Path:
-        return edit_manifest(good, change)
+        data = manifest_of(good)
+        result = change(data)
+        return replace_manifest(good, data if result is None else result)
 
     return build
 

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from envsync import gateway, proc
+from tests.manifests import edit_manifest, manifest_of
 from tests.reliability.conftest import (
     ControlledIndex,
     alive,
@@ -34,13 +35,11 @@ from tests.reliability.conftest import (
     cli,
     connect,
     descendants,
-    edit_manifest,
     end_by_pid,
     end_orphans,
     execute_message,
     kill9,
     launch,
-    manifest_of,
     output_of,
     ready_line,
     record,
