@@ -54,18 +54,11 @@ def read_notebook(path: Path) -> NotebookFile:
     shown = str(path)
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise NotebookError(
-            f"{shown}: no such file", hint="`envsync init` creates a notebook with a manifest"
-        ) from None
-    except OSError as exc:
-        raise NotebookError(f"cannot read {shown}: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise NotebookError(f"{shown} is a directory, not a notebook")
-    if not stat.S_ISREG(st.st_mode):
-        # A FIFO would block forever and /dev/zero would never end.
-        raise NotebookError(f"{shown} is not a regular file")
-    try:
+        if stat.S_ISDIR(st.st_mode):
+            raise NotebookError(f"{shown} is a directory, not a notebook")
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO would block forever and /dev/zero would never end.
+            raise NotebookError(f"{shown} is not a regular file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NotebookError(
