@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from envsync import gateway, proc  # noqa: E402 - after the path line above
+from envsync import proc  # noqa: E402
+from envsync.gateway import process as gateway  # noqa: E402
 
 POLL = 0.02
 TIMEOUT = 60.0

@@ -336,3 +336,33 @@ def child_pids(pid: int) -> list[int]:
 
 # The handle `spawn` returns, for annotations in modules that must not import subprocess.
 Popen = subprocess.Popen
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of a running process, or None when it is gone or not ours to read."""
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return None
+
+
+def start_time(pid: int) -> float | None:
+    """When a process started (seconds since the epoch): with the PID, it names one process."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every PID below `pid` in the process tree (children, grandchildren, ...)."""
+    import psutil
+
+    try:
+        return sorted(p.pid for p in psutil.Process(pid).children(recursive=True))
+    except (psutil.Error, OSError):
+        return []

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from envsync import proc
-from envsync.lock import Artifact, Lock, LockedPackage, compute_fingerprint
+from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint
 from envsync.settings import Settings
 from tests.wheelhouse import LocalIndex, sha256_file
 

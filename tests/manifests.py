@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from envsync import notebook
-from envsync.lock import Artifact, LockedPackage, compute_fingerprint
+from envsync.lock.model import Artifact, LockedPackage, compute_fingerprint
+from envsync.notebook import file as notebook
 
 
 def manifest_of(path: Path) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from packaging.markers import default_environment
 
-from envsync import backends, drift, interpreters, proc
+from envsync import proc
+from envsync.env import drift, interpreters
+from envsync.env import installers as backends
+from envsync.env.sync import sync
 from envsync.errors import LockError, UsageError
-from envsync.lock import Artifact, LockedPackage
-from envsync.sync import sync
+from envsync.lock.model import Artifact, LockedPackage
 from tests.envhelpers import make_lock, settings_at
 from tests.wheelhouse import LocalIndex
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from envsync import notebook
 from envsync.cli import build_parser, main
 from envsync.errors import ConcurrentModificationError
+from envsync.notebook import file as notebook
 from envsync.settings import Settings
 from tests.manifests import (
     edit_manifest,
@@ -842,7 +842,7 @@ def test_write_refuses_a_notebook_changed_on_disk_since_it_was_read(nb: Path) ->
 def test_add_refuses_when_the_notebook_is_saved_during_resolution(
     nb: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from envsync import resolve as resolve_module
+    from envsync.lock import resolve as resolve_module
 
     real_resolve = resolve_module.resolve
     theirs = nb.read_bytes().replace(

@@ -17,9 +17,10 @@ from subprocess import Popen
 
 import pytest
 
-from envsync import proc, store
-from envsync.lock import Lock
-from envsync.sync import check, sync
+from envsync import proc
+from envsync.env import store
+from envsync.env.sync import check, sync
+from envsync.lock.model import Lock
 from tests.envhelpers import BASE, PYTHON, child_env, imported_versions, make_lock, settings_at
 from tests.wheelhouse import LocalIndex
 
@@ -28,9 +29,9 @@ DEADLINE = 60.0
 CHILD = """
 import json, sys
 from pathlib import Path
-from envsync.lock import lock_from_dict
+from envsync.lock.model import lock_from_dict
 from envsync.settings import Settings
-from envsync.sync import sync
+from envsync.env.sync import sync
 cfg = json.loads(Path(sys.argv[1]).read_text())
 settings = Settings(home=Path(cfg["home"]), allowed_indexes=(cfg["index"],))
 result = sync(lock=lock_from_dict(cfg["lock"]), project=cfg["project"], notebook=Path("n.ipynb"), settings=settings)
@@ -173,7 +174,7 @@ def _assert_no_half_env_is_ready(home: Path, lock: Lock) -> None:
     """Every env the store would hand out is complete: drift-clean against the lock."""
     settings = settings_at(home)
     for rec in store.ready_envs(settings, lock.fingerprint):
-        from envsync import drift
+        from envsync.env import drift
 
         assert drift.check(rec, lock).clean, f"{rec.path} is marked ready but incomplete"
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from envsync import drift, proc, store
+from envsync import proc
+from envsync.env import drift, store
+from envsync.env.store import EnvRecord
+from envsync.env.sync import check, sync
 from envsync.errors import DriftError
-from envsync.store import EnvRecord
-from envsync.sync import check, sync
 from tests.envhelpers import imported_versions, make_lock, settings_at
 from tests.wheelhouse import LocalIndex
 

@@ -20,8 +20,10 @@ import pytest
 import requests
 import websocket
 
-from envsync import gateway, proc, runtime
+from envsync import proc
 from envsync.errors import GatewayError, UsageError
+from envsync.gateway import process as gateway
+from envsync.gateway import registry as runtime
 from envsync.settings import Settings
 from tests.kernel_client import execute
 
@@ -367,7 +369,7 @@ def test_tls_gateway_serves_https(jupyter_dir: Path, tmp_path: Path) -> None:
 
 def test_gateway_child_never_imports_rfc3987_syntax() -> None:
     code = (
-        "from envsync._gateway_app import block_slow_imports; block_slow_imports();"
+        "from envsync.gateway.child import block_slow_imports; block_slow_imports();"
         "import kernel_gateway.gatewayapp, jsonschema, jupyter_events;"
         "jsonschema.Draft7Validator({'format': 'iri'}, format_checker="
         "jsonschema.Draft7Validator.FORMAT_CHECKER).validate('x');"

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from envsync import kernels, store
+from envsync.env import store
+from envsync.env.sync import sync
 from envsync.errors import KernelError, ManifestError
+from envsync.jupyter import kernelspecs as kernels
 from envsync.settings import Settings
-from envsync.sync import sync
 from tests.envhelpers import BASE, make_lock, settings_at
 from tests.wheelhouse import LocalIndex
 

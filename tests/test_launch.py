@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import requests
 
-from envsync import store
+from envsync.env import store
 from envsync.settings import Settings
 from tests.kernel_client import execute
 from tests.manifests import (

@@ -18,10 +18,10 @@ import pytest
 from packaging.markers import Marker
 from packaging.specifiers import SpecifierSet
 
-from envsync import notebook
 from envsync.cli import main
+from envsync.lock.targets import TARGETS, marker_environment, wheel_fits
+from envsync.notebook import file as notebook
 from envsync.settings import DEFAULT_ENVIRONMENTS, KERNEL_REQUIREMENTS
-from envsync.targets import TARGETS, marker_environment, wheel_fits
 
 pytestmark = pytest.mark.network
 

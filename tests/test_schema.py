@@ -17,8 +17,8 @@ import pytest
 
 from envsync.cli import main
 from envsync.errors import ManifestError
-from envsync.lock import Artifact, Lock, LockedPackage, compute_fingerprint
-from envsync.manifest import Manifest, parse_manifest
+from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint
+from envsync.notebook.manifest import Manifest, parse_manifest
 from tests.wheelhouse import LocalIndex
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from envsync import proc, store
+from envsync import proc
+from envsync.env import store
 from envsync.errors import InstallError
 from envsync.settings import Settings
 from tests.envhelpers import PYTHON, child_env, settings_at
@@ -136,7 +137,7 @@ def test_a_hold_of_a_process_killed_with_sigkill_does_not_count(tmp_path: Path) 
     settings = settings_at(tmp_path)
     env = _env(settings, "ab12ab12ab12ab12-cp311-000001")
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom envsync import store\nfrom envsync.settings import Settings\n"
+        "import sys, time\nfrom pathlib import Path\nfrom envsync.env import store\nfrom envsync.settings import Settings\n"
         "h = store.hold(Settings(home=Path(sys.argv[1])), Path(sys.argv[2]))\nprint('held', flush=True)\n"
         "time.sleep(60)\n"
     )

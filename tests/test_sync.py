@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from envsync import history, interpreters, store
-from envsync import sync as sync_mod
+from envsync.env import history, interpreters, store
+from envsync.env import sync as sync_mod
+from envsync.env.sync import ProgressEvent, SyncResult, sync
 from envsync.errors import IndexNotAllowedError, InstallError, InterpreterNotFoundError, ManifestError
-from envsync.lock import Lock
+from envsync.lock.model import Lock
 from envsync.settings import Settings
-from envsync.sync import ProgressEvent, SyncResult, sync
 from tests.envhelpers import BASE, imported_versions, make_lock, settings_at, tree_snapshot
 from tests.wheelhouse import LocalIndex, build_wheel, sha256_file
 

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from envsync import __version__
-from envsync.cli import core_cmds, env_cmds, launch_cmds
 from envsync.cli.app import App
+from envsync.cli.commands import env, gateway, manifest
 from envsync.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvsyncError
 
 DESCRIPTION = """\
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"envsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    core_cmds.register(sub, common)
-    env_cmds.register(sub, common)
-    launch_cmds.register(sub, common)
+    manifest.register(sub, common)
+    env.register(sub, common)
+    gateway.register(sub, common)
     return parser
 
 

@@ -22,8 +22,8 @@ import pytest
 import requests
 import websocket
 
-from envsync import gateway
 from envsync.errors import UsageError
+from envsync.gateway import process as gateway
 from tests.reliability.conftest import (
     FIGURES,
     alive,

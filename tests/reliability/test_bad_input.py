@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from envsync import manifest as manifest_mod
-from envsync import notebook
 from envsync.errors import EnvsyncError
+from envsync.notebook import file as notebook
+from envsync.notebook import manifest as manifest_mod
 from envsync.settings import Settings
 from tests.manifests import edit_manifest, manifest_of, refresh_fingerprint, replace_manifest
 from tests.reliability.conftest import (
@@ -47,7 +47,7 @@ class ReachedTheGateway(BaseException):
 @pytest.fixture
 def no_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
     """`launch` in-process must stop at the bad input; if it got as far as serving, fail loudly."""
-    from envsync import gateway
+    from envsync.gateway import process as gateway
 
     def refuse(*_a: Any, **_k: Any) -> Any:
         raise ReachedTheGateway("launch accepted bad input and tried to start the gateway")
@@ -577,7 +577,7 @@ def test_init_refuses_a_project_slug_that_is_not_safe_as_a_path(
 
 def needs_python_38(m: dict[str, Any]) -> None:
     """A lock made by hand for Python 3.8: manifest, lock and inputs all agree on ==3.8.*."""
-    from envsync.lock import compute_inputs
+    from envsync.lock.model import compute_inputs
     from envsync.settings import KERNEL_REQUIREMENTS
 
     m["requires-python"] = m["lock"]["requires-python"] = "==3.8.*"
@@ -591,7 +591,7 @@ def needs_python_38(m: dict[str, Any]) -> None:
 
 
 def have_python(minor: str) -> bool:
-    from envsync import interpreters
+    from envsync.env import interpreters
     from envsync.errors import InterpreterNotFoundError
 
     try:

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from envsync import gateway, proc
+from envsync import proc
+from envsync.gateway import process as gateway
 from tests.manifests import edit_manifest, manifest_of
 from tests.reliability.conftest import (
     ControlledIndex,

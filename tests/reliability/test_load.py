@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from envsync import gateway
+from envsync.gateway import process as gateway
 from tests.reliability.conftest import alive, connect, descendants, execute_message, record, wait_until
 from tests.test_gateway import auth, kernel_pid, write_spec
 

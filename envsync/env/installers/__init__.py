@@ -30,9 +30,9 @@ from typing import Protocol
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envsync import proc, uvbin
+from envsync import proc, uv
 from envsync.errors import InstallError, LockError, ToolError, UsageError
-from envsync.lock import LockedPackage
+from envsync.lock.model import LockedPackage
 
 OnLine = Callable[[str], None]
 
@@ -275,7 +275,7 @@ def choose_backend(name: str | None) -> Backend:
 @functools.cache
 def _runnable_uv() -> str | None:
     # Once per process: a CLI run builds at most a few envs.
-    path = uvbin.find()
+    path = uv.find()
     if path is None:
         return None
     try:

@@ -1,6 +1,6 @@
 """The gateway child process: Kernel Gateway serving one envsync kernel.
 
-Run as `python -m envsync._gateway_app ...` by `envsync.gateway.start`, never imported by
+Run as `python -m envsync.gateway.child ...` by `envsync.gateway.process.start`, never imported by
 the CLI. The token arrives only in `KG_AUTH_TOKEN`; everything else is on argv.
 
 What this adds to Kernel Gateway 3.0.1 (each a measured gap, see DESIGN.md):
@@ -65,7 +65,7 @@ class Options:
 
 def parse_args(argv: Sequence[str], token: str) -> Options:
     """Read argv; the token comes from the environment, never from here."""
-    p = argparse.ArgumentParser(prog="envsync._gateway_app")
+    p = argparse.ArgumentParser(prog="envsync.gateway.child")
     p.add_argument("--kernel-name", required=True)
     p.add_argument("--jupyter-data-dir", required=True, type=Path)
     p.add_argument("--ip", default="127.0.0.1")
@@ -233,7 +233,7 @@ def build_app(opts: Options) -> Any:
         """403 for a Host header that is not a loopback name (DNS rebinding)."""
 
         def prepare(self) -> None:
-            logging.getLogger("envsync.gateway").warning(
+            logging.getLogger("envsync.gateway.process").warning(
                 "Blocking request with non-loopback Host header %r", self.request.host
             )
             raise web.HTTPError(403)

@@ -103,7 +103,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _result(app: App, res: Any, *, verb: str) -> int:
-    from envsync.cli.render import esc, print_diff
+    from envsync.cli.views.render import esc, print_diff
 
     m = res.manifest
     if app.json:
@@ -128,7 +128,7 @@ def _result(app: App, res: Any, *, verb: str) -> int:
 
 
 def _init(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
+    from envsync.ops import project
 
     res = project.init(
         args.notebook,
@@ -145,22 +145,22 @@ def _init(args: argparse.Namespace, app: App) -> int:
 
 
 def _add(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
+    from envsync.ops import project
 
     res = project.add(project.load(args.notebook), args.requirements, settings=app.settings, progress=app.progress("uv: "))
     return _result(app, res, verb="locked")
 
 
 def _remove(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
+    from envsync.ops import project
 
     res = project.remove(project.load(args.notebook), args.names, settings=app.settings, progress=app.progress("uv: "))
     return _result(app, res, verb="locked")
 
 
 def _lock(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
-    from envsync.cli.render import esc
+    from envsync.cli.views.render import esc
+    from envsync.ops import project
 
     proj = project.load(args.notebook)
     if args.check:
@@ -182,8 +182,8 @@ def _lock(args: argparse.Namespace, app: App) -> int:
 
 
 def _show(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
-    from envsync.cli.render import esc
+    from envsync.cli.views.render import esc
+    from envsync.ops import project
 
     summary = project.show(project.load(args.notebook)).to_dict()
     if app.json:
@@ -208,8 +208,8 @@ def _show(args: argparse.Namespace, app: App) -> int:
 
 
 def _diff(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
-    from envsync.cli.render import print_diff
+    from envsync.cli.views.render import print_diff
+    from envsync.ops import project
 
     d = project.diff_notebooks(args.old, args.new)
     if app.json:
@@ -222,9 +222,10 @@ def _diff(args: argparse.Namespace, app: App) -> int:
 
 
 def _export(args: argparse.Namespace, app: App) -> int:
-    from envsync import interop, project
     from envsync.errors import EnvsyncError
-    from envsync.targets import current_target, pythons_in_range
+    from envsync.formats import interop
+    from envsync.lock.targets import current_target, pythons_in_range
+    from envsync.ops import project
 
     proj = project.load(args.notebook)
     lock = project.lock_of(proj)
@@ -251,7 +252,7 @@ def _export(args: argparse.Namespace, app: App) -> int:
         from envsync.fsutil import atomic_write_text
 
         atomic_write_text(args.output, text)
-        from envsync.cli.render import esc
+        from envsync.cli.views.render import esc
 
         app.say(f"wrote {esc(args.output)}")
     else:
@@ -260,9 +261,10 @@ def _export(args: argparse.Namespace, app: App) -> int:
 
 
 def _import(args: argparse.Namespace, app: App) -> int:
-    from envsync import interop, project
     from envsync.errors import EnvsyncError
-    from envsync.notebook import read_notebook
+    from envsync.formats import interop
+    from envsync.notebook.file import read_notebook
+    from envsync.ops import project
 
     src: Path = args.source
     requires: str | None
@@ -293,7 +295,7 @@ def _minor_from(requires: str | None) -> str | None:
     """The lowest X.Y a requires-python admits, for a lock that must cover it."""
     if not requires:
         return None
-    from envsync.targets import pythons_in_range
+    from envsync.lock.targets import pythons_in_range
 
     return pythons_in_range(requires)[0]
 
@@ -305,7 +307,7 @@ def _index_allow(args: argparse.Namespace, app: App) -> int:
     if not args.url.startswith(("https://", "http://")):
         raise UsageError(f"{args.url!r} is not an http(s) URL")
     path = allow_index(app.settings, args.url)
-    from envsync.cli.render import esc
+    from envsync.cli.views.render import esc
 
     app.say(f"allowed {esc(args.url)} (recorded in {esc(path)})")
     return 0

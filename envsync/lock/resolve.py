@@ -14,12 +14,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from envsync import proc, uvbin
+from envsync import proc, uv
 from envsync.errors import ResolutionError, ToolError
-from envsync.lock import Artifact, Lock, LockedPackage, compute_fingerprint
-from envsync.manifest import Manifest
+from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint
+from envsync.lock.targets import (
+    TARGETS,
+    Target,
+    marker_applies,
+    marker_environment,
+    pythons_in_range,
+    wheel_fits,
+)
+from envsync.notebook.manifest import Manifest
 from envsync.settings import KERNEL_REQUIREMENTS, Settings
-from envsync.targets import TARGETS, Target, marker_applies, marker_environment, pythons_in_range, wheel_fits
 
 
 def resolve(
@@ -43,11 +50,11 @@ def resolve(
             # uv treats an existing output file as preferences: unchanged pins stay put.
             import tomlkit
 
-            from envsync.interop import pylock_document
+            from envsync.formats.interop import pylock_document
 
             out.write_text(tomlkit.dumps(pylock_document(previous, urls=None)))
         cmd = [
-            uvbin.require(), "pip", "compile", str(reqs),
+            uv.require(), "pip", "compile", str(reqs),
             "--output-file", str(out),
             "--format", "pylock.toml",
             "--universal",

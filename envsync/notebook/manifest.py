@@ -18,9 +18,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envsync.errors import ManifestError, MissingManifestError, RequirementError
-from envsync.lock import Lock, compute_inputs, lock_from_dict
+from envsync.lock.model import Lock, compute_inputs, lock_from_dict
+from envsync.lock.targets import check_target_names, parse_requires_python, pythons_in_range
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, KERNEL_REQUIREMENTS
-from envsync.targets import check_target_names, parse_requires_python, pythons_in_range
 
 MANIFEST_VERSION = 1
 SCHEMA_NAME = f"envsync-manifest-v{MANIFEST_VERSION}.schema.json"
@@ -76,7 +76,7 @@ class Manifest:
 
 def schema_path() -> Path:
     """The schema ships inside the package; a source checkout keeps it in schemas/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for candidate in (here / "schemas" / SCHEMA_NAME, here.parent / "schemas" / SCHEMA_NAME):
         if candidate.exists():
             return candidate

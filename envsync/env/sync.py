@@ -14,13 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envsync import drift, history, interpreters, kernels, proc, store
-from envsync.backends import Backend, choose_backend, hashed_requirements
+from envsync import proc
+from envsync.env import drift, history, interpreters, store
+from envsync.env.installers import Backend, choose_backend, hashed_requirements
+from envsync.env.interpreters import Interpreter
 from envsync.errors import DriftError, InstallError, ToolError
 from envsync.fsutil import atomic_write_text
-from envsync.interpreters import Interpreter
-from envsync.lock import Lock, packages_for, verify
-from envsync.manifest import check_project
+from envsync.jupyter import kernelspecs
+from envsync.lock.model import Lock, packages_for, verify
+from envsync.notebook.manifest import check_project
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
 
 REQUIREMENTS = "envsync-requirements.txt"
@@ -142,7 +144,7 @@ def sync(
                 ran = True
             store.mark_used(rec.path)
             report(ProgressEvent("kernel", f"registering kernel for {project}"))
-            name = kernels.write(
+            name = kernelspecs.write(
                 settings,
                 project=project,
                 notebook=notebook_path,

@@ -54,7 +54,7 @@ class Panel:
         if time.monotonic() - self._last_poll >= 1.0:
             self._last_poll = time.monotonic()
             from envsync.errors import EnvsyncError
-            from envsync.gateway import kernels
+            from envsync.gateway.process import kernels
 
             try:
                 self._kernels, self._error = kernels(self.gw), ""

@@ -10,9 +10,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envsync import proc, uvbin
+from envsync import proc, uv
 from envsync.errors import InterpreterNotFoundError, ToolError
-from envsync.targets import parse_requires_python, pythons_in_range
+from envsync.lock.targets import parse_requires_python, pythons_in_range
 
 # Run by the interpreter itself: the PEP 508 marker values (as packaging's
 # default_environment() computes them) and the tag that names its envs. Standard
@@ -153,7 +153,7 @@ def _find(requires_python: str, request: str | None, timeout: float) -> Interpre
     wanted = str(request) if request else (str(spec) or ">=3")
     if wanted.startswith("-"):
         raise InterpreterNotFoundError(f"not a Python version or path: {wanted!r}")
-    path = _uv_find(wanted, timeout) if uvbin.find() else _path_find(minors, request)
+    path = _uv_find(wanted, timeout) if uv.find() else _path_find(minors, request)
     found = describe(path, timeout=timeout) if path else None
     if found is None or not spec.contains(found.version, prereleases=True):
         needed = ", ".join(minors)
@@ -173,14 +173,14 @@ def _find(requires_python: str, request: str | None, timeout: float) -> Interpre
 
 
 def _uv_find(wanted: str, timeout: float) -> Path | None:
-    uv = uvbin.require()
+    uv_bin = uv.require()
     # A neutral cwd, --no-project and --system keep a nearby .venv, pyproject.toml or
     # .python-version from choosing for us; the request alone decides.
     with tempfile.TemporaryDirectory(prefix="envsync-find-") as cwd:
         try:
             res = proc.run(
                 [
-                    uv,
+                    uv_bin,
                     "python",
                     "find",
                     "--system",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from envsync.cli.app import App
-from envsync.cli.render import esc
+from envsync.cli.views.render import esc
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -67,11 +67,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _launch(args: argparse.Namespace, app: App) -> int:
-    from envsync import gateway, history, preflight, runtime
-    from envsync.cli.render import print_diff
-    from envsync.cli.sync_view import SyncView
-    from envsync.sync import sync
-    from envsync.targets import pythons_in_range
+    from envsync.cli.views.progress import SyncView
+    from envsync.cli.views.render import print_diff
+    from envsync.env import history
+    from envsync.env.sync import sync
+    from envsync.gateway import process, registry
+    from envsync.lock.targets import pythons_in_range
+    from envsync.ops import preflight
 
     # Started in the background by a shell, Python inherits SIGINT ignored; `kill -INT`
     # must still stop the gateway and its kernels cleanly.
@@ -79,7 +81,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
     token = args.token or os.environ.get("ENVSYNC_TOKEN") or None
     if args.token:
         app.warn("a token on the command line is visible to other users in `ps`; prefer ENVSYNC_TOKEN")
-    config = gateway.GatewayConfig(
+    config = process.GatewayConfig(
         kernel_name="pending",
         jupyter_data_dir=app.settings.jupyter_data_dir,
         ip=args.ip,
@@ -91,9 +93,9 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         keyfile=args.keyfile,
         working_dir=Path(os.path.abspath(args.notebook)).parent,
     )
-    gateway.validate(config)  # refuse insecure settings before any slow work
+    process.validate(config)  # refuse insecure settings before any slow work
     if args.port:
-        gateway.check_port(args.ip, args.port)
+        process.check_port(args.ip, args.port)
 
     settings = app.settings
     proj = preflight.load_for_launch(args.notebook)
@@ -121,9 +123,9 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         running_minor = ".".join(result.python_version.split(".")[:2])
         if running_minor != locked_for:
             app.warn(f"the lock was resolved for Python {locked_for}; this environment runs Python {result.python_version}")
-        config = gateway.GatewayConfig(**{**config.__dict__, "kernel_name": result.kernel_name})
+        config = process.GatewayConfig(**{**config.__dict__, "kernel_name": result.kernel_name})
         app.say(f"starting Kernel Gateway for [bold]{esc(result.kernel_name)}[/] …")
-        gw = gateway.start(config)
+        gw = process.start(config)
     except BaseException:
         if result.hold is not None:
             result.hold.release()
@@ -132,7 +134,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
     # Closing the terminal sends SIGHUP: stop as cleanly as for Ctrl-C.
     previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
     try:
-        runtime.record(settings, gw, notebook=Path(os.path.abspath(args.notebook)), project=manifest.project, fingerprint=pre.lock.fingerprint)
+        registry.record(settings, gw, notebook=Path(os.path.abspath(args.notebook)), project=manifest.project, fingerprint=pre.lock.fingerprint)
         info = {
             "url": gw.url,
             "token": gw.token,
@@ -160,8 +162,8 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, previous_hup)
         app.say("stopping kernels and the gateway …")
-        gateway.stop(gw)
-        runtime.forget(settings, gw.port)
+        process.stop(gw)
+        registry.forget(settings, gw.port)
         if result.hold is not None:
             result.hold.release()
     app.say("stopped")
@@ -170,7 +172,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
 
 def _serve(app: App, gw: Any, notebook: Path, lock: Any) -> None:
     """Wait for Ctrl-C; watch the notebook's lock and the gateway while we do."""
-    from envsync.cli.panel import Panel
+    from envsync.cli.views.panel import Panel
 
     # No baseline: the first pass compares the notebook with the lock being served, so a
     # collaborator's lock that arrived during the build is reported too.
@@ -179,7 +181,7 @@ def _serve(app: App, gw: Any, notebook: Path, lock: Any) -> None:
         while True:
             if gw.process is not None and gw.process.poll() is not None:
                 from envsync.errors import GatewayError
-                from envsync.gateway import log_tail
+                from envsync.gateway.process import log_tail
 
                 if gw.process.returncode == 0:
                     # `envsync stop` (or a SIGTERM to the gateway): a requested, clean stop.
@@ -207,10 +209,10 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 def _lock_changed(app: App, panel: Any, notebook: Path, running: Any) -> None:
     """A collaborator's update synced in: show the diff; running kernels are left alone."""
-    from envsync import project
-    from envsync.cli.render import diff_lines
+    from envsync.cli.views.render import diff_lines
     from envsync.errors import EnvsyncError
-    from envsync.lock import diff
+    from envsync.lock.model import diff
+    from envsync.ops import project
 
     try:
         new = project.load(notebook).manifest
@@ -231,13 +233,13 @@ def _lock_changed(app: App, panel: Any, notebook: Path, running: Any) -> None:
 
 
 def _status(args: argparse.Namespace, app: App) -> int:
-    from envsync import gateway, runtime
     from envsync.errors import EnvsyncError
+    from envsync.gateway import process, registry
 
     rows: list[dict[str, Any]] = []
-    for rec in runtime.running(app.settings):
+    for rec in registry.running(app.settings):
         try:
-            ks = gateway.kernels(rec.as_running())
+            ks = process.kernels(rec.as_running())
         except EnvsyncError:
             ks = []
         rows.append(
@@ -274,9 +276,9 @@ def _status(args: argparse.Namespace, app: App) -> int:
 
 
 def _stop(args: argparse.Namespace, app: App) -> int:
-    from envsync import runtime
+    from envsync.gateway import registry
 
-    stopped = runtime.stop(app.settings, port=args.port, all=args.all)
+    stopped = registry.stop(app.settings, port=args.port, all=args.all)
     if not stopped:
         app.say("no gateway is running" if args.port is None else f"no envsync gateway on port {args.port}")
         return 1 if args.port is not None else 0

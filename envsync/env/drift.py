@@ -18,8 +18,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envsync.lock import Lock, packages_for
-from envsync.store import EnvRecord
+from envsync.env.store import EnvRecord
+from envsync.lock.model import Lock, packages_for
 
 
 def site_packages(env: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from envsync.errors import LockError
-from envsync.targets import TARGETS, marker_applies, marker_environment, pythons_in_range
+from envsync.lock.targets import TARGETS, marker_applies, marker_environment, pythons_in_range
 
 LOCK_VERSION = "1.0"
 CREATED_BY = "envsync"
@@ -147,7 +147,7 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
 def _check_marker(marker: str, name: str) -> None:
     from packaging.markers import InvalidMarker, Marker
 
-    from envsync.targets import TARGETS, marker_applies, marker_environment
+    from envsync.lock.targets import TARGETS, marker_applies, marker_environment
 
     try:
         Marker(marker)

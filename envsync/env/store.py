@@ -35,12 +35,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from envsync.backends import env_python
+from envsync.env.holds import EnvHold as EnvHold  # re-exported: callers hold envs through the store
+from envsync.env.holds import holds_dir
+from envsync.env.holds import in_use as in_use
+from envsync.env.installers import env_python
 from envsync.errors import InstallError
 from envsync.fsutil import atomic_write_text
-from envsync.inuse import EnvHold as EnvHold  # re-exported: callers hold envs through the store
-from envsync.inuse import holds_dir
-from envsync.inuse import in_use as in_use
 from envsync.settings import Settings
 
 READY = "envsync-ready.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from envsync.cli.app import App
-from envsync.cli.render import esc
+from envsync.cli.views.render import esc
 from envsync.errors import EXIT_DRIFT
 
 
@@ -68,9 +68,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _sync(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
-    from envsync.cli.sync_view import SyncView
-    from envsync.sync import sync
+    from envsync.cli.views.progress import SyncView
+    from envsync.env.sync import sync
+    from envsync.ops import project
 
     proj = project.load(args.notebook)
     lock = project.lock_of(proj)
@@ -106,8 +106,8 @@ def _print_drift(app: App, report: Any) -> None:
 
 
 def _check(args: argparse.Namespace, app: App) -> int:
-    from envsync import project
-    from envsync.sync import check
+    from envsync.env.sync import check
+    from envsync.ops import project
 
     proj = project.load(args.notebook)
     report = check(lock=project.lock_of(proj), settings=app.settings)
@@ -123,9 +123,9 @@ def _check(args: argparse.Namespace, app: App) -> int:
 
 
 def _kernels_list(args: argparse.Namespace, app: App) -> int:
-    from envsync import kernels
+    from envsync.jupyter import kernelspecs
 
-    found = [k for k in kernels.list_kernels(app.settings) if k.ours]
+    found = [k for k in kernelspecs.list_kernels(app.settings) if k.ours]
     if app.json:
         app.emit_json(
             [
@@ -145,10 +145,10 @@ def _kernels_list(args: argparse.Namespace, app: App) -> int:
 
 
 def _kernels_remove(args: argparse.Namespace, app: App) -> int:
-    from envsync import kernels
     from envsync.errors import KernelError
+    from envsync.jupyter import kernelspecs
 
-    removed = kernels.remove(app.settings, args.name)
+    removed = kernelspecs.remove(app.settings, args.name)
     if not removed:
         raise KernelError(f"no envsync kernel named {args.name!r}", hint="`envsync kernels list` shows them")
     for path in removed:
@@ -157,9 +157,9 @@ def _kernels_remove(args: argparse.Namespace, app: App) -> int:
 
 
 def _kernels_prune(args: argparse.Namespace, app: App) -> int:
-    from envsync import kernels
+    from envsync.jupyter import kernelspecs
 
-    gone = kernels.prune(app.settings, dry_run=args.dry_run)
+    gone = kernelspecs.prune(app.settings, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for k in gone:
         app.say(f"{verb} {esc(k.name)} ({esc(k.path)})")
@@ -176,7 +176,7 @@ def _age(ts: float | None) -> str:
 
 
 def _envs_list(args: argparse.Namespace, app: App) -> int:
-    from envsync import store
+    from envsync.env import store
 
     envs = store.list_envs(app.settings, with_size=True)
     if app.json:
@@ -203,7 +203,7 @@ def _envs_list(args: argparse.Namespace, app: App) -> int:
 
 
 def _envs_gc(args: argparse.Namespace, app: App) -> int:
-    from envsync import store
+    from envsync.env import store
 
     res = store.gc(app.settings, older_than_days=args.older_than, dry_run=args.dry_run)
     if app.json:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envsync import project as projects
 from envsync.errors import EnvsyncError, LockError, MissingManifestError, StaleLockError
-from envsync.lock import Lock, LockDiff, diff
+from envsync.lock.model import Lock, LockDiff, diff
+from envsync.ops import project as projects
 from envsync.settings import Settings
 
 
@@ -36,8 +36,8 @@ def load_for_launch(path: Path) -> projects.Project:
     try:
         return projects.load(path)
     except MissingManifestError as exc:
-        from envsync.interop import read_juv_notebook
-        from envsync.notebook import read_notebook
+        from envsync.formats.interop import read_juv_notebook
+        from envsync.notebook.file import read_notebook
 
         if read_juv_notebook(read_notebook(path).data) is not None:
             raise MissingManifestError(

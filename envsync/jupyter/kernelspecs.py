@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envsync import store
+from envsync.env import store
 from envsync.errors import KernelError
 from envsync.fsutil import atomic_write_text
-from envsync.manifest import check_project
+from envsync.notebook.manifest import check_project
 from envsync.settings import Settings
 
 PREFIX = "envsync-"

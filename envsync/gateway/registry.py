@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from envsync import gateway, proc
+from envsync import proc
 from envsync.errors import UsageError
 from envsync.fsutil import atomic_write_text
+from envsync.gateway import process
 from envsync.settings import Settings
 
 RECORD_VERSION = 1
@@ -25,7 +26,7 @@ _PREFIX = "gateway-"
 
 @dataclass(frozen=True)
 class GatewayRecord:
-    """What `envsync status` shows about one running gateway."""
+    """What `envsync status` shows about one running process."""
 
     pid: int
     port: int
@@ -38,9 +39,9 @@ class GatewayRecord:
     token: str = field(repr=False)
     log_path: str | None = None
 
-    def as_running(self) -> gateway.RunningGateway:
-        """A handle `gateway.kernels` and `gateway.stop` accept (no process object)."""
-        return gateway.RunningGateway(
+    def as_running(self) -> process.RunningGateway:
+        """A handle `process.kernels` and `process.stop` accept (no process object)."""
+        return process.RunningGateway(
             pid=self.pid,
             port=self.port,
             url=self.url,
@@ -52,7 +53,7 @@ class GatewayRecord:
 
 def record(
     settings: Settings,
-    gw: gateway.RunningGateway,
+    gw: process.RunningGateway,
     *,
     notebook: Path,
     project: str,
@@ -116,7 +117,7 @@ def stop(
         ports = ", ".join(str(r.port) for r in live)
         raise UsageError(f"{len(live)} gateways are running (ports {ports}): name a port or use all")
     for rec in targets:
-        gateway.stop_pid(rec.pid, timeout=timeout)
+        process.stop_pid(rec.pid, timeout=timeout)
         forget(settings, rec.port)
     return targets
 
@@ -154,7 +155,7 @@ def _is_our_gateway(rec: GatewayRecord) -> bool:
     except OSError:
         return True  # no /proc (macOS): the PID check is all we have
     # A reused PID would otherwise get our SIGINT.
-    if b"envsync._gateway_app" not in argv:
+    if b"envsync.gateway.child" not in argv:
         return False
     try:
         return argv[argv.index(b"--port") + 1] == str(rec.port).encode()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from envsync.errors import LockError
 from envsync.fsutil import atomic_write_text
-from envsync.lock import Lock, lock_from_dict
-from envsync.manifest import check_project as validate_project
+from envsync.lock.model import Lock, lock_from_dict
+from envsync.notebook.manifest import check_project as validate_project
 from envsync.settings import Settings
 
 FORMAT = 1

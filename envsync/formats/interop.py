@@ -16,8 +16,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from envsync.errors import EnvsyncError, LockError, NotebookError
-from envsync.lock import Lock, packages_for
-from envsync.targets import TARGETS, marker_environment
+from envsync.lock.model import Lock, packages_for
+from envsync.lock.targets import TARGETS, marker_environment
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -137,7 +137,7 @@ class _Links(HTMLParser):
 
 def export_requirements(lock: Lock, *, target: str, python: str) -> str:
     """A hashed requirements file for one platform, installable with --require-hashes."""
-    from envsync.backends import hashed_requirements
+    from envsync.env.installers import hashed_requirements
 
     pkgs = packages_for(lock, marker_environment(TARGETS[target], python))
     header = f"# envsync lock {lock.fingerprint}\n# for {target}, CPython {python}\n"

@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from envsync.errors import EnvsyncError, StaleLockError
-from envsync.lock import Lock, LockDiff, diff
-from envsync.manifest import (
+from envsync.lock.model import Lock, LockDiff, diff
+from envsync.lock.targets import check_target_names, pythons_in_range
+from envsync.notebook.file import (
+    NotebookFile,
+    create_notebook,
+    new_notebook_bytes,
+    read_notebook,
+    write_manifest,
+)
+from envsync.notebook.manifest import (
     Manifest,
     add_dependencies,
     check_project,
@@ -24,9 +32,7 @@ from envsync.manifest import (
     parse_manifest,
     remove_dependencies,
 )
-from envsync.notebook import NotebookFile, create_notebook, new_notebook_bytes, read_notebook, write_manifest
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, Settings, normalize_index
-from envsync.targets import check_target_names, pythons_in_range
 
 Progress = Callable[[str], None]
 
@@ -78,7 +84,7 @@ def init(
     progress: Progress | None = None,
 ) -> LockResult:
     """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it."""
-    from envsync.resolve import resolve
+    from envsync.lock.resolve import resolve
 
     slug = check_project(project) if project else default_project(path)
     minor = python or ".".join(platform.python_version_tuple()[:2])
@@ -131,7 +137,7 @@ def relock(
     progress: Progress | None = None,
 ) -> LockResult:
     """Resolve `manifest` (keeping current pins where possible) and write it back."""
-    from envsync.resolve import resolve
+    from envsync.lock.resolve import resolve
 
     new_lock = resolve(
         manifest,

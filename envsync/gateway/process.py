@@ -1,6 +1,6 @@
 """Kernel Gateway as a child process: configuration checks, start with readiness, stop.
 
-The child is `python -m envsync._gateway_app` on envsync's own interpreter. It gets the
+The child is `python -m envsync.gateway.child` on envsync's own interpreter. It gets the
 token in its environment only (never argv), an environment made of the pass-through
 names, and envsync's Jupyter data dir as its only source of kernelspecs.
 """
@@ -42,7 +42,7 @@ DEFAULT_ENV_PASSTHROUGH = (
     "TERM",
 )
 TOKEN_ENV = "KG_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
-_APP_MODULE = "envsync._gateway_app"
+_APP_MODULE = "envsync.gateway.child"
 _POLL = 0.02
 _KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The token travels as `?token=` on WebSocket URLs: keep it free of characters to escape.
@@ -335,7 +335,7 @@ def _spawn(config: GatewayConfig, data_dir: Path, port: int, token: str, log_pat
         return proc.spawn(
             argv,
             env=_child_env(config, data_dir, token),
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             stdout=fd,
             stderr=proc.STDOUT,
             # A killed `envsync launch` must not leave a gateway serving code; SIGTERM lets
