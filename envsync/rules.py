@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 
+from envsync.errors import ManifestError
+
 # PEP 508 distribution name (normalised later with packaging.utils.canonicalize_name).
-PACKAGE_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+PACKAGE_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?"
 # A PEP 440 version as it may appear in a requirements line: no spaces, no option syntax.
 VERSION_TEXT = r"[A-Za-z0-9.+!_-]+"
 SHA256 = r"[0-9a-f]{64}"
@@ -77,3 +79,14 @@ def shown(value: object, limit: int = 80) -> str:
     """An untrusted value cut to a length that fits one error line."""
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_project(name: object) -> str:
+    """The project slug, or ManifestError: it names folders and the kernel on every machine."""
+    if not is_project_slug(name):
+        raise ManifestError(
+            f"project name {shown(name)!r} is not a valid slug",
+            hint="use 1-64 lowercase letters, digits and dashes, e.g. sales-forecast",
+        )
+    assert isinstance(name, str)
+    return name

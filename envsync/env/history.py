@@ -10,7 +10,7 @@ from pathlib import Path
 from envsync.errors import LockError
 from envsync.fsutil import atomic_write_text
 from envsync.lock.model import Lock, lock_from_dict
-from envsync.notebook.manifest import check_project as validate_project
+from envsync.rules import check_project
 from envsync.settings import Settings
 
 FORMAT = 1
@@ -26,7 +26,7 @@ class LastRun:
 
 
 def _path(settings: Settings, project: str) -> Path:
-    return settings.state_dir / "runs" / f"{validate_project(project)}.json"
+    return settings.state_dir / "runs" / f"{check_project(project)}.json"
 
 
 def record_run(

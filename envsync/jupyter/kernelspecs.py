@@ -17,7 +17,6 @@ gateway, and the next sync after that gateway ends takes the plain name back.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,14 @@ from typing import Any
 from envsync.env import store
 from envsync.errors import KernelError
 from envsync.fsutil import atomic_write_text
-from envsync.notebook.manifest import check_project
+from envsync.rules import check_project, is_kernel_name
 from envsync.settings import Settings
 
 PREFIX = "envsync-"
-# The slug becomes a folder name here: the manifest's one rule decides what is safe.
-validate_project = check_project
-_KERNEL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
 
 
 def kernel_name(project: str) -> str:
-    return PREFIX + validate_project(project)
+    return PREFIX + check_project(project)
 
 
 def user_kernels_dir() -> Path:
@@ -146,7 +142,7 @@ def write(
 ) -> str:
     """Write the project's kernelspec for the env of `python`; return the kernel name used."""
     name = choose_name(settings, project=project, python=python)
-    if not _KERNEL_NAME.fullmatch(name):
+    if not is_kernel_name(name):
         raise KernelError(f"cannot make a kernel name from {name!r}")
     spec = kernelspec(
         python=python,
@@ -191,7 +187,7 @@ def list_kernels(settings: Settings, *, include_user: bool = True) -> list[Kerne
 
 def remove(settings: Settings, name: str, *, include_user: bool = True) -> list[Path]:
     """Remove an envsync kernel by name from both folders; refuse one envsync did not create."""
-    if not _KERNEL_NAME.fullmatch(name) or name in (".", ".."):
+    if not is_kernel_name(name):
         raise KernelError(f"not a kernel name: {name!r}")
     removed, refused = [], []
     for location, root in _locations(settings, include_user):

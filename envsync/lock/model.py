@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from packaging.version import InvalidVersion, Version
 
 from envsync.errors import LockError
 from envsync.lock.targets import TARGETS, marker_applies, marker_environment, pythons_in_range
+from envsync.rules import is_artifact_file, is_index_url, is_package_name, is_sha256, shown
 
 LOCK_VERSION = "1.0"
 CREATED_BY = "envsync"
@@ -94,18 +94,13 @@ class Lock:
         return out
 
 
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.(whl|tar\.gz|zip)")
-_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
 def _artifact(data: Mapping[str, Any], where: str) -> Artifact:
     name = data.get("name")
     hashes = data.get("hashes") or {}
     sha = hashes.get("sha256") if isinstance(hashes, Mapping) else None
-    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not is_artifact_file(name):
         raise LockError(f"lock entry {where} has an artifact without a valid file name: {str(name)[:80]!r}")
-    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+    if not isinstance(sha, str) or not is_sha256(sha):
         raise LockError(f"lock entry {where}: artifact {name} has no sha256 hash")
     return Artifact(name=name, sha256=sha.lower())
 
@@ -115,8 +110,10 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
     packages = []
     for raw in data.get("packages", []):
         name = raw["name"]
-        if not _PROJECT_NAME.fullmatch(name):
-            raise LockError(f"lock names an invalid package {name[:80]!r}")
+        if not is_package_name(name):
+            raise LockError(f"lock names an invalid package {shown(name)!r}")
+        if raw.get("index") is not None and not is_index_url(raw["index"]):
+            raise LockError(f"lock: {name} names an index that is not an http(s) URL: {shown(raw['index'])!r}")
         if raw.get("marker"):
             _check_marker(raw["marker"], name)
         if raw.get("requires-python"):

@@ -20,12 +20,11 @@ from packaging.utils import canonicalize_name
 from envsync.errors import ManifestError, MissingManifestError, RequirementError
 from envsync.lock.model import Lock, compute_inputs, lock_from_dict
 from envsync.lock.targets import check_target_names, parse_requires_python, pythons_in_range
+from envsync.rules import check_project, is_index_url
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, KERNEL_REQUIREMENTS
 
 MANIFEST_VERSION = 1
 SCHEMA_NAME = f"envsync-manifest-v{MANIFEST_VERSION}.schema.json"
-SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
-_INDEX = re.compile(r"https?://[^\s]+")
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def parse_manifest(data: Any) -> Manifest:
     """Validate and build a Manifest; every rule on untrusted content is applied here."""
     validate_data(data)
     check_project(data["project"])
-    if "index" in data and not _INDEX.fullmatch(data["index"]):
+    if "index" in data and not is_index_url(data["index"]):
         raise ManifestError(f"metadata.envsync.index {data['index'][:80]!r} is not an http(s) URL")
     requires_python = data["requires-python"]
     parse_requires_python(requires_python)
@@ -190,16 +189,6 @@ def default_project(path: Path) -> str:
     """A slug from the notebook's file name: lowercase letters, digits and dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:64].strip("-")
     return slug or "notebook"
-
-
-def check_project(name: str) -> str:
-    # fullmatch: `$` in re.match would let a trailing newline through into paths.
-    if not isinstance(name, str) or not SLUG.fullmatch(name):
-        raise ManifestError(
-            f"project name {str(name)[:80]!r} is not a valid slug",
-            hint="use 1-64 lowercase letters, digits and dashes, e.g. sales-forecast",
-        )
-    return name
 
 
 @dataclass

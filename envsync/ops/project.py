@@ -25,13 +25,13 @@ from envsync.notebook.file import (
 from envsync.notebook.manifest import (
     Manifest,
     add_dependencies,
-    check_project,
     default_project,
     manifest_from_notebook,
     normalize_requirement,
     parse_manifest,
     remove_dependencies,
 )
+from envsync.rules import check_project
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, Settings, normalize_index
 
 Progress = Callable[[str], None]
