@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from envsync import proc  # noqa: E402
 from envsync.gateway import process as gateway  # noqa: E402
+from envsync.gateway.spec import GatewaySpec  # noqa: E402
 
 POLL = 0.02
 TIMEOUT = 60.0
@@ -80,7 +81,7 @@ def envsync_start(data_dir: Path) -> Callable[[], float]:
     """Time one `gateway.start` (it returns on the first 200 with the token)."""
 
     def run() -> float:
-        config = gateway.GatewayConfig("envsync-bench", data_dir, log_path=data_dir / "gw.log")
+        config = GatewaySpec("envsync-bench", data_dir, log_path=data_dir / "gw.log")
         start = time.perf_counter()
         gw = gateway.start(config, ready_timeout=TIMEOUT)
         elapsed = time.perf_counter() - start

@@ -24,6 +24,7 @@ from envsync import proc
 from envsync.errors import GatewayError, UsageError
 from envsync.gateway import process as gateway
 from envsync.gateway import registry as runtime
+from envsync.gateway.spec import DEFAULT_ENV_PASSTHROUGH, TOKEN_ENV, GatewaySpec, ServeOptions
 from envsync.settings import Settings
 from tests.kernel_client import execute
 
@@ -71,7 +72,7 @@ def end(gw: gateway.RunningGateway, extra_pids: list[int] | tuple[int, ...] = ()
 
 
 @contextlib.contextmanager
-def started(config: gateway.GatewayConfig) -> Iterator[gateway.RunningGateway]:
+def started(config: GatewaySpec) -> Iterator[gateway.RunningGateway]:
     gw = gateway.start(config)
     try:
         yield gw
@@ -123,7 +124,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gw(jupyter_dir: Path, workdir: Path) -> Iterator[gateway.RunningGateway]:
     os.environ[LEAK[0]] = LEAK[1]
     try:
-        config = gateway.GatewayConfig(KERNEL, jupyter_dir, allow_origin=ORIGIN, working_dir=workdir)
+        config = GatewaySpec(KERNEL, jupyter_dir, ServeOptions(allow_origin=ORIGIN), working_dir=workdir)
         with started(config) as running:
             yield running
     finally:
@@ -256,12 +257,12 @@ def test_kernel_starts_with_only_the_passthrough_environment(
     pid = kernel_pid(gw, session[0]["id"])
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     env = dict(item.decode().split("=", 1) for item in raw if item)
-    assert gateway.TOKEN_ENV not in env and gw.token not in "".join(env.values())
+    assert TOKEN_ENV not in env and gw.token not in "".join(env.values())
     assert LEAK[0] not in env
     assert "LD_PRELOAD" not in env  # from the POST body: refused
     assert env["KERNEL_EXTRA"] == "1"  # KG always lets a client set KERNEL_*
     jupyter_added = {"KERNEL_GATEWAY", "JPY_PARENT_PID", "KERNEL_EXTRA"}
-    assert set(env) <= set(gateway.DEFAULT_ENV_PASSTHROUGH) | jupyter_added
+    assert set(env) <= set(DEFAULT_ENV_PASSTHROUGH) | jupyter_added
 
 
 # --- origin and host -------------------------------------------------------------------------
@@ -298,18 +299,18 @@ def test_foreign_host_header_is_refused_on_loopback_bind(gw: gateway.RunningGate
 
 def test_validate_refuses_wildcard_origin_without_insecure_flag(jupyter_dir: Path) -> None:
     with pytest.raises(UsageError, match=r"'\*'.*insecure"):
-        gateway.validate(gateway.GatewayConfig(KERNEL, jupyter_dir, allow_origin="*"))
-    gateway.validate(gateway.GatewayConfig(KERNEL, jupyter_dir, allow_origin="*", allow_insecure_origin=True))
+        GatewaySpec(KERNEL, jupyter_dir, ServeOptions(allow_origin="*")).validate()
+    GatewaySpec(KERNEL, jupyter_dir, ServeOptions(allow_origin="*", allow_insecure_origin=True)).validate()
 
 
 def test_validate_refuses_public_bind_without_tls(jupyter_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="0.0.0.0 .*requires TLS"):
-        gateway.validate(gateway.GatewayConfig(KERNEL, jupyter_dir, ip="0.0.0.0"))
+        GatewaySpec(KERNEL, jupyter_dir, ServeOptions(ip="0.0.0.0")).validate()
     missing = tmp_path / "cert.pem"
     with pytest.raises(UsageError, match="not found"):
-        gateway.validate(
-            gateway.GatewayConfig(KERNEL, jupyter_dir, ip="0.0.0.0", certfile=missing, keyfile=missing)
-        )
+        GatewaySpec(
+            KERNEL, jupyter_dir, ServeOptions(ip="0.0.0.0", certfile=missing, keyfile=missing)
+        ).validate()
 
 
 @pytest.mark.parametrize(
@@ -317,21 +318,21 @@ def test_validate_refuses_public_bind_without_tls(jupyter_dir: Path, tmp_path: P
 )
 def test_validate_refuses_origin_that_is_not_scheme_host_port(jupyter_dir: Path, origin: str) -> None:
     with pytest.raises(UsageError, match=r"scheme://host\[:port\]"):
-        gateway.validate(gateway.GatewayConfig(KERNEL, jupyter_dir, allow_origin=origin))
+        GatewaySpec(KERNEL, jupyter_dir, ServeOptions(allow_origin=origin)).validate()
 
 
 def test_second_gateway_on_the_same_port_gets_a_clear_error(
     gw: gateway.RunningGateway, jupyter_dir: Path
 ) -> None:
     with pytest.raises(GatewayError, match=f"port {gw.port} is already in use"):
-        gateway.start(gateway.GatewayConfig(KERNEL, jupyter_dir, port=gw.port))
+        gateway.start(GatewaySpec(KERNEL, jupyter_dir, ServeOptions(port=gw.port)))
 
 
 def test_start_reports_why_the_gateway_died(tmp_path: Path) -> None:
     (tmp_path / "kernels" / "envsync-broken").mkdir(parents=True)
     (tmp_path / "kernels" / "envsync-broken" / "kernel.json").write_text("{not json")
     with pytest.raises(GatewayError, match="exited .* before it was ready") as failed:
-        gateway.start(gateway.GatewayConfig("envsync-broken", tmp_path), ready_timeout=30)
+        gateway.start(GatewaySpec("envsync-broken", tmp_path), ready_timeout=30)
     assert failed.value.detail and "JSONDecodeError" in failed.value.detail
 
 
@@ -361,7 +362,7 @@ def test_tls_gateway_serves_https(jupyter_dir: Path, tmp_path: Path) -> None:
         )
     except Exception:  # noqa: BLE001 - any failure here means no openssl to test with
         pytest.skip("openssl cannot make a test certificate")
-    with started(gateway.GatewayConfig(KERNEL, jupyter_dir, certfile=cert, keyfile=key)) as gw:
+    with started(GatewaySpec(KERNEL, jupyter_dir, ServeOptions(certfile=cert, keyfile=key))) as gw:
         assert gw.url.startswith("https://")
         r = requests.get(f"{gw.url}/api", headers=auth(gw), verify=str(cert), timeout=5)
         assert r.status_code == 200
@@ -398,7 +399,7 @@ def import_cost_us(importtime: str, module: str) -> int:
 
 
 def test_stop_leaves_neither_gateway_nor_kernel_processes(jupyter_dir: Path) -> None:
-    with started(gateway.GatewayConfig(KERNEL, jupyter_dir)) as gw:
+    with started(GatewaySpec(KERNEL, jupyter_dir)) as gw:
         start_kernel(gw)
         start_kernel(gw)
         kernels = proc.child_pids(gw.pid)
@@ -409,7 +410,7 @@ def test_stop_leaves_neither_gateway_nor_kernel_processes(jupyter_dir: Path) -> 
 
 
 def test_sigint_to_the_gateway_shuts_its_kernels_down(jupyter_dir: Path) -> None:
-    with started(gateway.GatewayConfig(KERNEL, jupyter_dir)) as gw:
+    with started(GatewaySpec(KERNEL, jupyter_dir)) as gw:
         kernel = start_kernel(gw)
         kernels = proc.child_pids(gw.pid)
         assert kernels
@@ -422,7 +423,7 @@ def test_sigint_to_the_gateway_shuts_its_kernels_down(jupyter_dir: Path) -> None
 
 
 def test_kernels_exit_when_the_gateway_is_killed_with_sigkill(jupyter_dir: Path, subreaper: None) -> None:
-    gw = gateway.start(gateway.GatewayConfig(KERNEL, jupyter_dir))
+    gw = gateway.start(GatewaySpec(KERNEL, jupyter_dir))
     kernels: list[int] = []
     try:
         ready = start_kernel(gw)
@@ -446,7 +447,7 @@ def test_kernels_exit_when_the_gateway_is_killed_with_sigkill(jupyter_dir: Path,
 
 def test_runtime_records_a_gateway_privately_and_stops_it_by_port(jupyter_dir: Path, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
-    with started(gateway.GatewayConfig(KERNEL, jupyter_dir)) as gw:
+    with started(GatewaySpec(KERNEL, jupyter_dir)) as gw:
         kernel_pids = [kernel_pid(gw, start_kernel(gw)["id"])]
         rec = runtime.record(
             settings, gw, notebook=tmp_path / "nb.ipynb", project="demo", fingerprint="sha256:t"
@@ -477,7 +478,7 @@ def test_runtime_drops_entries_whose_process_is_gone_or_is_not_a_gateway(
 
 def test_runtime_stop_needs_a_port_when_several_gateways_run(jupyter_dir: Path, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
-    config = gateway.GatewayConfig(KERNEL, jupyter_dir)
+    config = GatewaySpec(KERNEL, jupyter_dir)
     with started(config) as first, started(config) as second:
         for gw in (first, second):
             runtime.record(settings, gw, notebook=tmp_path / "nb.ipynb", project="p", fingerprint="f")

@@ -1,72 +1,33 @@
-"""Kernel Gateway as a child process: configuration checks, start with readiness, stop.
+"""Kernel Gateway as a child process: start with readiness, stop, and ask it for its kernels.
 
-The child is `python -m envsync.gateway.child` on envsync's own interpreter. It gets the
-token in its environment only (never argv), an environment made of the pass-through
-names, and envsync's Jupyter data dir as its only source of kernelspecs.
+The child is `python -m envsync.gateway.child --spec JSON` on envsync's own interpreter
+(`envsync.gateway.spec.GatewaySpec`). It gets the token in its environment only (never
+argv), an environment made of the pass-through names, and envsync's Jupyter data dir as
+its only source of kernelspecs.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import os
-import re
 import secrets
 import signal
 import socket
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from envsync import proc
 from envsync.errors import GatewayError, UsageError
+from envsync.gateway.spec import SPEC_OPTION, TOKEN_ENV, GatewaySpec, check_token
 
-# Kernels inherit the gateway's environment, so the gateway gets only these (plus what it
-# needs itself); a kernel then sees exactly the names here that are set.
-DEFAULT_ENV_PASSTHROUGH = (
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TERM",
-)
-TOKEN_ENV = "KG_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
-_APP_MODULE = "envsync.gateway.child"
+CHILD_MODULE = "envsync.gateway.child"
 _POLL = 0.02
-_KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# The token travels as `?token=` on WebSocket URLs: keep it free of characters to escape.
-_TOKEN = re.compile(r"^[A-Za-z0-9._~-]+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    """How to run the gateway for one kernelspec."""
-
-    kernel_name: str
-    jupyter_data_dir: Path  # holds kernels/<kernel_name>/kernel.json
-    ip: str = "127.0.0.1"
-    port: int = 0  # 0: pick a free port here (KG logs port 0 when given --port 0)
-    token: str | None = field(default=None, repr=False)  # None: a fresh random token
-    allow_origin: str | None = None  # exact scheme://host[:port] of the web editor
-    allow_insecure_origin: bool = False  # required for allow_origin="*"
-    certfile: Path | None = None
-    keyfile: Path | None = None
-    env_passthrough: tuple[str, ...] = DEFAULT_ENV_PASSTHROUGH
-    log_path: Path | None = None  # None: <jupyter_data_dir>/runtime/envsync-gateway-<port>.log
-    working_dir: Path | None = None  # kernels' working directory; None: the current one
 
 
 @dataclass(frozen=True)
@@ -80,108 +41,49 @@ class RunningGateway:
     kernel_name: str = ""
     process: proc.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     log_path: Path | None = None
+    # With the PID, names this one process: a later process given the same PID differs here.
+    started: float | None = None
 
 
-def is_loopback(ip: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if ip.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
-def normalize_origin(origin: str) -> str:
-    """The form a browser sends in `Origin`: lower-case, no default port."""
-    parts = urlsplit(origin)
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()):
-        return f"{parts.scheme.lower()}://{host}"
-    return f"{parts.scheme.lower()}://{host}:{port}"
-
-
-def _origin_problem(origin: str) -> str | None:
-    """Why `origin` is not `scheme://host[:port]`, or None when it is."""
-    try:
-        parts = urlsplit(origin)
-        port = parts.port
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme.lower() not in _DEFAULT_PORTS:
-        return "the scheme must be http or https"
-    if not parts.hostname:
-        return "it has no host"
-    if parts.username is not None or parts.password is not None:
-        return "it must not contain a user name or password"
-    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
-        return "it must not have a path, query or fragment (not even a trailing /)"
-    if port == 0:
-        return "port 0 is not a valid origin port"
-    return None
-
-
-def validate(config: GatewayConfig) -> None:
-    """Refuse insecure or malformed settings with a one-line UsageError."""
-    if not _KERNEL_NAME.match(config.kernel_name):
-        raise UsageError(f"invalid kernel name {config.kernel_name!r}")
-    if not 0 <= config.port <= 65535:
-        raise UsageError(f"port {config.port} is out of range (0-65535)")
-    if config.token is not None and not _TOKEN.match(config.token):
-        raise UsageError("the token may contain only letters, digits and . _ ~ -")
-    origin = config.allow_origin
-    if origin == "*":
-        if not config.allow_insecure_origin:
-            raise UsageError(
-                "allow_origin '*' lets any web page use this gateway; "
-                "name the editor's origin, or pass the insecure-origin flag",
-            )
-    elif origin is not None:
-        problem = _origin_problem(origin)
-        if problem:
-            raise UsageError(f"origin {origin!r} is not scheme://host[:port]: {problem}")
-    if (config.certfile is None) != (config.keyfile is None):
-        raise UsageError("TLS needs both a certificate file and a key file")
-    for label, path in (("certificate", config.certfile), ("key", config.keyfile)):
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"TLS {label} file not found: {path}")
-    if not is_loopback(config.ip) and config.certfile is None:
-        raise UsageError(
-            f"binding to {config.ip} (not loopback) requires TLS: give a certificate and a key",
-        )
-    for name in config.env_passthrough:
-        if not _ENV_NAME.match(name):
-            raise UsageError(f"invalid environment variable name {name!r}")
-        if name.startswith("KG_") or name.startswith("JUPYTER_"):
-            raise UsageError(f"{name} configures the gateway itself and cannot be passed through")
-
-
-def start(config: GatewayConfig, *, ready_timeout: float = 30.0) -> RunningGateway:
-    """Start the gateway and return once GET /api answers 200 with the token."""
-    validate(config)
-    data_dir = Path(config.jupyter_data_dir).resolve()
-    spec = data_dir / "kernels" / config.kernel_name / "kernel.json"
-    if not spec.is_file():
-        raise GatewayError(f"kernelspec {config.kernel_name} not found", hint=f"expected {spec}")
-    port = _claim_port(config.ip, config.port)
-    token = config.token or _new_token()
-    log_path = config.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log"
-    process = _spawn(config, data_dir, port, token, log_path)
-    scheme = "https" if config.certfile else "http"
+def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float = 30.0) -> RunningGateway:
+    """Start the gateway and return once GET /api answers 200 with the token (None: a fresh one)."""
+    spec.validate()
+    if token is not None:
+        check_token(token)
+    data_dir = Path(spec.jupyter_data_dir).resolve()
+    kernel_json = data_dir / "kernels" / spec.kernel_name / "kernel.json"
+    if not kernel_json.is_file():
+        raise GatewayError(f"kernelspec {spec.kernel_name} not found", hint=f"expected {kernel_json}")
+    serve = spec.serve
+    port = _claim_port(serve.ip, serve.port)
+    token = token or _new_token()
+    # The child gets absolute paths and the port claimed here: its working dir differs.
+    resolved = replace(
+        spec,
+        jupyter_data_dir=data_dir,
+        serve=replace(
+            serve,
+            port=port,
+            certfile=_absolute(serve.certfile),
+            keyfile=_absolute(serve.keyfile),
+        ),
+        working_dir=Path(spec.working_dir or Path.cwd()).resolve(),
+        log_path=spec.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log",
+    )
+    assert resolved.log_path is not None
+    process = _spawn(resolved, token)
     gw = RunningGateway(
         pid=process.pid,
         port=port,
-        url=f"{scheme}://{_url_host(config.ip)}:{port}",
+        url=f"{serve.scheme}://{_url_host(serve.ip)}:{port}",
         token=token,
-        kernel_name=config.kernel_name,
+        kernel_name=spec.kernel_name,
         process=process,
-        log_path=log_path,
+        log_path=resolved.log_path,
+        started=proc.start_time(process.pid),
     )
     try:
-        _wait_ready(gw, config.ip, time.monotonic() + ready_timeout)
+        _wait_ready(gw, serve.ip, time.monotonic() + ready_timeout)
     except BaseException:
         proc.shutdown(process, interrupt_timeout=2.0, terminate_timeout=2.0)
         raise
@@ -193,7 +95,7 @@ def stop(gw: RunningGateway, timeout: float = 15.0) -> int | None:
     if gw.process is None:
         stop_pid(gw.pid, timeout=timeout)
         return None
-    kernel_pids = proc.child_pids(gw.pid)
+    kernel_pids = proc.descendants(gw.pid)
     returncode = proc.shutdown(gw.process, **_deadlines(timeout))
     _end_kernels(kernel_pids)
     return returncode
@@ -201,7 +103,7 @@ def stop(gw: RunningGateway, timeout: float = 15.0) -> int | None:
 
 def stop_pid(pid: int, *, timeout: float = 15.0) -> None:
     """Stop a gateway we did not start ourselves (from the runtime registry) and its kernels."""
-    kernel_pids = proc.child_pids(pid)
+    kernel_pids = proc.descendants(pid)
     if not proc.shutdown_pid(pid, **_deadlines(timeout)):
         raise GatewayError(f"gateway {pid} is still running after SIGKILL")
     _end_kernels(kernel_pids)
@@ -284,8 +186,9 @@ def _claim_port(ip: str, port: int) -> int:
         return int(sock.getsockname()[1])
 
 
-def _child_env(config: GatewayConfig, data_dir: Path, token: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in config.env_passthrough if k in os.environ}
+def _child_env(spec: GatewaySpec, token: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in spec.serve.env_passthrough if k in os.environ}
+    data_dir = spec.jupyter_data_dir
     env.update(
         {
             # Everything Jupyter reads or writes stays in envsync's data dir.
@@ -299,42 +202,20 @@ def _child_env(config: GatewayConfig, data_dir: Path, token: str) -> dict[str, s
     return env
 
 
-def _spawn(config: GatewayConfig, data_dir: Path, port: int, token: str, log_path: Path) -> proc.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        _APP_MODULE,
-        "--kernel-name",
-        config.kernel_name,
-        "--jupyter-data-dir",
-        str(data_dir),
-        "--ip",
-        config.ip,
-        "--port",
-        str(port),
-        "--env-passthrough",
-        ",".join(config.env_passthrough),
-        "--root-dir",
-        str(Path(config.working_dir or Path.cwd()).resolve()),
-    ]
-    if config.allow_origin:
-        origin = config.allow_origin
-        argv += ["--allow-origin", origin if origin == "*" else normalize_origin(origin)]
-    if config.allow_insecure_origin:
-        argv.append("--allow-insecure-origin")
-    if is_loopback(config.ip):
-        argv.append("--loopback")
-    if config.certfile and config.keyfile:
-        argv += ["--certfile", str(Path(config.certfile).resolve())]
-        argv += ["--keyfile", str(Path(config.keyfile).resolve())]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _spawn(spec: GatewaySpec, token: str) -> proc.Popen[bytes]:
+    # The spec goes on argv: it holds nothing secret, needs no pipe kept open for the
+    # child's life, and lets `registry` tell from a PID's command line which gateway it
+    # is. The token alone goes through the environment, which `ps` does not show.
+    argv = [sys.executable, "-m", CHILD_MODULE, SPEC_OPTION, spec.to_json()]
+    assert spec.log_path is not None
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # `python -m` puts the working directory first on sys.path: run from the directory
         # that holds the envsync package, so the child imports this very envsync.
         return proc.spawn(
             argv,
-            env=_child_env(config, data_dir, token),
+            env=_child_env(spec, token),
             cwd=Path(__file__).resolve().parents[2],
             stdout=fd,
             stderr=proc.STDOUT,
@@ -344,6 +225,10 @@ def _spawn(config: GatewayConfig, data_dir: Path, port: int, token: str, log_pat
         )
     finally:
         os.close(fd)
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else Path(path).resolve()
 
 
 def _url_host(ip: str) -> str:

@@ -2,7 +2,9 @@
 
 One JSON file per gateway, `<runtime_dir>/gateway-<port>.json`, written atomically with
 mode 0600 because it holds the token (so `status` can ask the gateway for its kernels).
-An entry whose PID is gone, or now belongs to another program, is dropped when read.
+An entry whose PID is gone, or now belongs to another program, is dropped when read: the
+PID's command line must still be our gateway child serving that port, and its start time
+the one recorded (so a PID reused by a later process is never signalled).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from envsync import proc
 from envsync.errors import UsageError
 from envsync.fsutil import atomic_write_text
 from envsync.gateway import process
+from envsync.gateway.spec import SPEC_OPTION, GatewaySpec
 from envsync.settings import Settings
 
 RECORD_VERSION = 1
@@ -38,6 +41,7 @@ class GatewayRecord:
     started_at: str  # ISO 8601, UTC
     token: str = field(repr=False)
     log_path: str | None = None
+    pid_started: float | None = None  # the process's start time; None in older records
 
     def as_running(self) -> process.RunningGateway:
         """A handle `process.kernels` and `process.stop` accept (no process object)."""
@@ -48,6 +52,7 @@ class GatewayRecord:
             token=self.token,
             kernel_name=self.kernel_name,
             log_path=Path(self.log_path) if self.log_path else None,
+            started=self.pid_started,
         )
 
 
@@ -71,6 +76,7 @@ def record(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         token=gw.token,
         log_path=str(gw.log_path) if gw.log_path else None,
+        pid_started=gw.started,
     )
     directory = _runtime_dir(settings)
     data = {"version": RECORD_VERSION, **asdict(rec)}
@@ -147,20 +153,23 @@ def _read(path: Path) -> GatewayRecord | None:
 
 
 def _is_our_gateway(rec: GatewayRecord) -> bool:
-    """The PID is alive and, where /proc tells, still runs our gateway on that port."""
+    """The PID is alive, started when recorded, and runs our gateway child on that port."""
     if not proc.pid_alive(rec.pid):
         return False
-    try:
-        argv = Path(f"/proc/{rec.pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (macOS): the PID check is all we have
-    # A reused PID would otherwise get our SIGINT.
-    if b"envsync.gateway.child" not in argv:
+    # Linux derives a start time from the boot time, which each reader may see a second
+    # apart; a reused PID also fails the command-line check below.
+    if rec.pid_started is not None:
+        now = proc.start_time(rec.pid)
+        if now is None or abs(now - rec.pid_started) > 2.0:
+            return False
+    argv = proc.cmdline(rec.pid)
+    if argv is None or process.CHILD_MODULE not in argv:
         return False
     try:
-        return argv[argv.index(b"--port") + 1] == str(rec.port).encode()
-    except (ValueError, IndexError):
+        spec = GatewaySpec.from_json(argv[argv.index(SPEC_OPTION) + 1])
+    except (ValueError, IndexError, UsageError):
         return False
+    return spec.serve.port == rec.port
 
 
 def _unlink(path: Path) -> None:

@@ -24,6 +24,7 @@ import websocket
 
 from envsync.errors import UsageError
 from envsync.gateway import process as gateway
+from envsync.gateway.spec import GatewaySpec, ServeOptions
 from tests.reliability.conftest import (
     FIGURES,
     alive,
@@ -60,7 +61,7 @@ def jupyter_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gw(jupyter_dir: Path) -> Iterator[gateway.RunningGateway]:
     running = gateway.start(
-        gateway.GatewayConfig(KERNEL, jupyter_dir, allow_origin=ORIGIN, working_dir=jupyter_dir)
+        GatewaySpec(KERNEL, jupyter_dir, ServeOptions(allow_origin=ORIGIN), working_dir=jupyter_dir)
     )
     try:
         yield running
@@ -553,7 +554,7 @@ def test_non_loopback_bind_without_tls_is_refused_before_any_work(
     assert tree_digest(tmp_path) == before
     assert not (tmp_path / "home" / "envs").exists()  # refused before building anything
     with pytest.raises(UsageError, match="requires TLS"):
-        gateway.start(gateway.GatewayConfig(KERNEL, tmp_path, ip=ip))
+        gateway.start(GatewaySpec(KERNEL, tmp_path, ServeOptions(ip=ip)))
     attempt("bind")
 
 

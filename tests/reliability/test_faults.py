@@ -27,6 +27,7 @@ import requests
 
 from envsync import proc
 from envsync.gateway import process as gateway
+from envsync.gateway.spec import GatewaySpec
 from tests.manifests import edit_manifest, manifest_of
 from tests.reliability.conftest import (
     ControlledIndex,
@@ -492,7 +493,7 @@ def jupyter_dir(tmp_path: Path) -> Path:
 
 @contextlib.contextmanager
 def running_gateway(jupyter_dir: Path) -> Iterator[gateway.RunningGateway]:
-    gw = gateway.start(gateway.GatewayConfig(KERNEL, jupyter_dir, working_dir=jupyter_dir))
+    gw = gateway.start(GatewaySpec(KERNEL, jupyter_dir, working_dir=jupyter_dir))
     try:
         yield gw
     finally:
@@ -542,7 +543,7 @@ def test_crashed_kernel_is_restarted_through_the_rest_api_and_runs_code_again(
 def test_gateway_killed_with_sigkill_takes_its_busy_kernels_with_it(
     jupyter_dir: Path, subreaper: None
 ) -> None:
-    gw = gateway.start(gateway.GatewayConfig(KERNEL, jupyter_dir, working_dir=jupyter_dir))
+    gw = gateway.start(GatewaySpec(KERNEL, jupyter_dir, working_dir=jupyter_dir))
     kernels: list[int] = []
     try:
         sockets = []

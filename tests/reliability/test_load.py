@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from envsync.gateway import process as gateway
+from envsync.gateway.spec import GatewaySpec
 from tests.reliability.conftest import alive, connect, descendants, execute_message, record, wait_until
 from tests.test_gateway import auth, kernel_pid, write_spec
 
@@ -102,7 +103,7 @@ def test_twenty_kernels_and_two_thousand_executes_through_one_gateway_every_repl
     jupyter_dir: Path,
 ) -> None:
     started_at = time.monotonic()
-    gw = gateway.start(gateway.GatewayConfig(KERNEL, jupyter_dir, working_dir=jupyter_dir))
+    gw = gateway.start(GatewaySpec(KERNEL, jupyter_dir, working_dir=jupyter_dir))
     every_kernel_pid: list[int] = []
     tallies: list[Tally] = []
     start_latency: list[float] = []

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsync.cli.app import App
 from envsync.cli.views.render import esc
+from envsync.env import installers
+
+if TYPE_CHECKING:
+    from envsync.cli.views.panel import Panel
+    from envsync.env.sync import Progress
+    from envsync.ops.launch import LaunchInfo, LockChanged
+    from envsync.ops.preflight import Notice
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -44,7 +53,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keyfile", type=Path, help="TLS private key")
     p.add_argument("--frozen", action="store_true", help="never re-lock: a stale lock is an error")
     p.add_argument("--yes", action="store_true", help="go on even when files changed hashes at the same version")
-    p.add_argument("--backend", choices=["uv", "pip"], help="installer for a new environment (default uv)")
+    p.add_argument("--backend", choices=installers.names(), help="installer for a new environment (default uv)")
     p.add_argument("--json", action="store_true", help="print one JSON line (url, token, kernel, fingerprint, pid) when ready")
     p.set_defaults(handler=_launch)
 
@@ -67,169 +76,116 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _launch(args: argparse.Namespace, app: App) -> int:
-    from envsync.cli.views.progress import SyncView
-    from envsync.cli.views.render import print_diff
-    from envsync.env import history
-    from envsync.env.sync import sync
-    from envsync.gateway import process, registry
-    from envsync.lock.targets import pythons_in_range
-    from envsync.ops import preflight
+    from envsync.gateway.spec import ServeOptions
+    from envsync.ops.launch import LaunchHooks, LaunchRequest, launch
 
     # Started in the background by a shell, Python inherits SIGINT ignored; `kill -INT`
     # must still stop the gateway and its kernels cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    token = args.token or os.environ.get("ENVSYNC_TOKEN") or None
     if args.token:
         app.warn("a token on the command line is visible to other users in `ps`; prefer ENVSYNC_TOKEN")
-    config = process.GatewayConfig(
-        kernel_name="pending",
-        jupyter_data_dir=app.settings.jupyter_data_dir,
-        ip=args.ip,
-        port=args.port,
-        token=token,
-        allow_origin=args.allow_origin,
-        allow_insecure_origin=args.insecure_allow_any_origin,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        working_dir=Path(os.path.abspath(args.notebook)).parent,
+    request = LaunchRequest(
+        notebook=args.notebook,
+        serve=ServeOptions(
+            ip=args.ip,
+            port=args.port,
+            allow_origin=args.allow_origin,
+            allow_insecure_origin=args.insecure_allow_any_origin,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+        ),
+        token=args.token or os.environ.get("ENVSYNC_TOKEN") or None,
+        frozen=args.frozen,
+        yes=args.yes,
+        backend=args.backend,
     )
-    process.validate(config)  # refuse insecure settings before any slow work
-    if args.port:
-        process.check_port(args.ip, args.port)
-
-    settings = app.settings
-    proj = preflight.load_for_launch(args.notebook)
-    before = history.last_run(settings, proj.manifest.project)
-    pre = preflight.check(
-        proj, settings=settings, frozen=args.frozen, yes=args.yes, last_run=before,
-        progress=app.progress("uv: "),
+    hooks = LaunchHooks(
+        relock_progress=app.progress("uv: "),
+        syncing=lambda: _sync_view(app),
+        notice=lambda notice: _show_notice(app, notice),
+        starting=lambda kernel: app.say(f"starting Kernel Gateway for [bold]{esc(kernel)}[/] …"),
     )
-    for notice in pre.notices:
-        app.warn(notice.message)
-        if notice.diff is not None and not app.json:
-            print_diff(app, notice.diff, title="  lock changes")
-        elif notice.diff is not None:
-            app.stderr.write("WARNING changes: " + json.dumps(notice.diff.to_dict()["changes"]) + "\n")
-    manifest = pre.project.manifest
-    with SyncView(app) as view:
-        result = sync(
-            lock=pre.lock, project=manifest.project, notebook=args.notebook, settings=settings,
-            backend=args.backend, repair=True, hold=True, progress=view.update,
-        )
-    try:
-        if result.repaired:
-            app.warn("the environment had drifted from the lock (" + "; ".join(result.repaired) + "): repaired")
-        locked_for = pythons_in_range(pre.lock.requires_python)[0]
-        running_minor = ".".join(result.python_version.split(".")[:2])
-        if running_minor != locked_for:
-            app.warn(f"the lock was resolved for Python {locked_for}; this environment runs Python {result.python_version}")
-        config = process.GatewayConfig(**{**config.__dict__, "kernel_name": result.kernel_name})
-        app.say(f"starting Kernel Gateway for [bold]{esc(result.kernel_name)}[/] …")
-        gw = process.start(config)
-    except BaseException:
-        if result.hold is not None:
-            result.hold.release()
-        raise
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    # Closing the terminal sends SIGHUP: stop as cleanly as for Ctrl-C.
-    previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
-    try:
-        registry.record(settings, gw, notebook=Path(os.path.abspath(args.notebook)), project=manifest.project, fingerprint=pre.lock.fingerprint)
-        info = {
-            "url": gw.url,
-            "token": gw.token,
-            "kernel": result.kernel_name,
-            "fingerprint": pre.lock.fingerprint,
-            "pid": gw.pid,
-            "notebook": os.path.abspath(args.notebook),
-            "project": manifest.project,
-            "env": str(result.env),
-            "python": result.python_version,
-        }
-        if app.json:
-            app.emit_json(info)
-        else:
-            reuse = "reused" if result.reused else f"built in {result.seconds:.1f} s"
-            app.say(f"environment {esc(result.env.name)} ({reuse}, {esc(result.packages)} packages, Python {esc(result.python_version)})")
-            # The one place the token is shown: the user needs it to connect.
-            app.stdout.write(f"Kernel Gateway ready: {gw.url}  token: {gw.token}\n")
-            app.stdout.flush()
-            app.say("[dim]Ctrl-C stops the gateway and every kernel[/]")
-        _serve(app, gw, args.notebook, pre.lock)
-    except (KeyboardInterrupt, _Terminated):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGHUP, previous_hup)
-        app.say("stopping kernels and the gateway …")
-        process.stop(gw)
-        registry.forget(settings, gw.port)
-        if result.hold is not None:
-            result.hold.release()
+    with launch(request, settings=app.settings, hooks=hooks) as info:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        # Closing the terminal sends SIGHUP: stop as cleanly as for Ctrl-C.
+        previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
+        try:
+            _show_ready(app, info)
+            _serve(app, info, args.notebook)
+        except (KeyboardInterrupt, _Terminated):
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGHUP, previous_hup)
+            app.say("stopping kernels and the gateway …")
     app.say("stopped")
     return 0
 
 
-def _serve(app: App, gw: Any, notebook: Path, lock: Any) -> None:
-    """Wait for Ctrl-C; watch the notebook's lock and the gateway while we do."""
+@contextlib.contextmanager
+def _sync_view(app: App) -> Iterator[Progress]:
+    from envsync.cli.views.progress import SyncView
+
+    with SyncView(app) as view:
+        yield view.update
+
+
+def _show_notice(app: App, notice: Notice) -> None:
+    from envsync.cli.views.render import print_diff
+
+    app.warn(notice.message)
+    if notice.diff is not None and not app.json:
+        print_diff(app, notice.diff, title="  lock changes")
+    elif notice.diff is not None:
+        app.stderr.write("WARNING changes: " + json.dumps(notice.diff.to_dict()["changes"]) + "\n")
+
+
+def _show_ready(app: App, info: LaunchInfo) -> None:
+    if app.json:
+        app.emit_json(info.to_dict())
+        return
+    result = info.sync
+    reuse = "reused" if result.reused else f"built in {result.seconds:.1f} s"
+    app.say(f"environment {esc(result.env.name)} ({reuse}, {esc(result.packages)} packages, Python {esc(result.python_version)})")
+    # The one place the token is shown: the user needs it to connect.
+    app.stdout.write(f"Kernel Gateway ready: {info.url}  token: {info.token}\n")
+    app.stdout.flush()
+    app.say("[dim]Ctrl-C stops the gateway and every kernel[/]")
+
+
+def _serve(app: App, info: LaunchInfo, notebook: Path) -> None:
+    """Show the panel until Ctrl-C; render what the watch reports about the gateway and the lock."""
     from envsync.cli.views.panel import Panel
+    from envsync.ops.launch import GatewayStopped, LockChanged, NotebookUnreadable, Watch
 
-    # No baseline: the first pass compares the notebook with the lock being served, so a
-    # collaborator's lock that arrived during the build is reported too.
-    seen: tuple[int, int] | None = None
-    with Panel(app, gw, notebook=notebook, fingerprint=lock.fingerprint) as panel:
+    watch = Watch(info, notebook)
+    with Panel(app, info.gateway, notebook=notebook, fingerprint=info.fingerprint) as panel:
         while True:
-            if gw.process is not None and gw.process.poll() is not None:
-                from envsync.errors import GatewayError
-                from envsync.gateway.process import log_tail
-
-                if gw.process.returncode == 0:
-                    # `envsync stop` (or a SIGTERM to the gateway): a requested, clean stop.
+            for event in watch.poll():
+                if isinstance(event, GatewayStopped):
                     panel.note("the gateway was stopped from outside (envsync stop)")
                     return
-                raise GatewayError(
-                    f"Kernel Gateway exited unexpectedly (exit {gw.process.returncode})",
-                    detail=log_tail(gw.log_path) if gw.log_path else None,
-                )
-            now = _stat(notebook)
-            if seen is None or now != seen:
-                seen = now
-                _lock_changed(app, panel, notebook, lock)
+                if isinstance(event, NotebookUnreadable):
+                    panel.note(f"the notebook changed on disk and cannot be read now: {event.message}")
+                elif isinstance(event, LockChanged):
+                    _lock_changed(app, panel, event)
             panel.refresh()
             time.sleep(1.0)
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
-def _lock_changed(app: App, panel: Any, notebook: Path, running: Any) -> None:
+def _lock_changed(app: App, panel: Panel, event: LockChanged) -> None:
     """A collaborator's update synced in: show the diff; running kernels are left alone."""
     from envsync.cli.views.render import diff_lines
-    from envsync.errors import EnvsyncError
-    from envsync.lock.model import diff
-    from envsync.ops import project
 
-    try:
-        new = project.load(notebook).manifest
-    except EnvsyncError as exc:
-        panel.note(f"the notebook changed on disk and cannot be read now: {exc.message}")
-        return
-    d = diff(running, new.lock)
-    if d.empty and not new.lock_is_stale:
-        return
+    d = event.diff
     lines = [f"the notebook's lock changed on disk ({len(d.changes)} package changes); running kernels keep the current env"]
     lines += diff_lines(d)
-    if new.lock_is_stale:
+    if event.stale:
         lines.append("  the declared dependencies changed too: the lock is stale")
     lines.append("  to use it: stop (Ctrl-C) and run `envsync launch` again")
     panel.note("\n".join(lines))
     if app.json:
-        app.emit_json({"event": "lock-changed", "diff": d.to_dict(), "stale": new.lock_is_stale})
+        app.emit_json({"event": "lock-changed", "diff": d.to_dict(), "stale": event.stale})
 
 
 def _status(args: argparse.Namespace, app: App) -> int:

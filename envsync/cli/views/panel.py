@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsync.cli.app import App
+
+if TYPE_CHECKING:
+    from envsync.gateway.process import RunningGateway
 
 
 class Panel:
@@ -15,7 +18,7 @@ class Panel:
     Off a terminal (or with --json) it stays silent except for notes, which are printed.
     """
 
-    def __init__(self, app: App, gw: Any, *, notebook: Path, fingerprint: str) -> None:
+    def __init__(self, app: App, gw: RunningGateway, *, notebook: Path, fingerprint: str) -> None:
         self.app = app
         self.gw = gw
         self.notebook = notebook

@@ -1,0 +1,240 @@
+"""The gateway child's security pieces, as Kernel Gateway classes configured through traitlets.
+
+Imported only by `envsync.gateway.child` (it pulls in Kernel Gateway, jupyter_server and
+tornado). What each piece adds to Kernel Gateway 3.0.1:
+- `EnvsyncKernelSpecManager`: kernelspecs come from envsync's data dir only, and only the
+  project's kernel can start;
+- `EnvsyncKernelManager`: kernels get the pass-through environment only (KG would hand them
+  its whole environment), start inside the root dir, and die with the gateway;
+- `EnvsyncIdentityProvider`: a bare CORS preflight passes without a token, every other
+  request needs it, and no cookie stands in for it;
+- `ForeignHostHandler`: a loopback bind refuses foreign Host headers (KG turns
+  jupyter_server's check off);
+- `CorsForAllowedOrigin`: CORS headers go only to the configured origin;
+- `install_log_redaction`: the token never reaches a log line;
+- `EnvsyncGatewayApp`: no config files, and SIGINT behaves like SIGTERM (kernels are shut
+  down, then the process exits).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import re
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_server.auth.identity import User
+
+# Kernel Gateway ships no type information.
+from kernel_gateway.auth.identity import GatewayIdentityProvider  # type: ignore[import-untyped]
+from kernel_gateway.gatewayapp import KernelGatewayApp  # type: ignore[import-untyped]
+from kernel_gateway.services.kernels.manager import (  # type: ignore[import-untyped]
+    SeedingMappingKernelManager,
+)
+from tornado import web
+from traitlets import List, Unicode
+
+from envsync.gateway.spec import ANY_ORIGIN, is_loopback
+from envsync.proc import parent_death_hook
+
+# Loopback names a browser may send as Host for a loopback bind.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_TOKEN_PARAM = re.compile(r"(?i)([?&;]token=)[^&;\s#\"']*")
+
+
+def redact(text: str, token: str) -> str:
+    """Replace the token, and any `token=` query value, with `[secret]`."""
+    if token:
+        text = text.replace(token, "[secret]")
+    return _TOKEN_PARAM.sub(r"\1[secret]", text)
+
+
+def install_log_redaction(token: str) -> None:
+    """Redact every log record of this process when it is made, whoever logs it."""
+    # A record factory sees all records (tornado.access, the app's own logger, tracebacks'
+    # messages) before any handler formats them; a handler filter would miss handlers
+    # that are added later.
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError, KeyError):  # a bad format is the logger's problem
+            return record
+        cleaned = redact(message, token)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def host_pattern(bound_ip: str) -> str:
+    """A tornado host regex that matches every Host name that is NOT loopback."""
+    bound = f"[{bound_ip}]" if ":" in bound_ip else bound_ip
+    names = dict.fromkeys([*LOOPBACK_HOSTS, bound.lower()])
+    allowed = "|".join(re.escape(n) for n in names if n)
+    return rf"(?!(?:{allowed})$).*$"
+
+
+def kernel_env(passthrough: Sequence[str], requested: Any) -> dict[str, str]:
+    """The environment a kernel starts with: the pass-through names and client KERNEL_* values."""
+    env = {k: os.environ[k] for k in passthrough if k in os.environ}
+    if isinstance(requested, dict):
+        # KG always lets a client set KERNEL_* (jupyter_server's gateway client sends
+        # KERNEL_USERNAME); nothing else from the request body reaches the kernel.
+        env.update(
+            {
+                k: v
+                for k, v in requested.items()
+                if isinstance(k, str) and k.startswith("KERNEL_") and isinstance(v, str)
+            }
+        )
+    return env
+
+
+def within(root: Path, path: Any) -> bool:
+    """True if `path` (a client's notebook path, relative to `root`) stays inside `root`."""
+    if not isinstance(path, str) or not path:
+        return False
+    return (root / path).resolve().is_relative_to(root.resolve())
+
+
+class EnvsyncKernelSpecManager(KernelSpecManager):
+    """Looks only in envsync's data dir and knows only the project's kernel."""
+
+    data_dir = Unicode(config=True, help="envsync's Jupyter data dir (holds kernels/<name>)")
+    kernel_name = Unicode(config=True, help="the one kernel this gateway may start")
+
+    def _kernel_dirs_default(self) -> list[str]:
+        # Not the user's JUPYTER_PATH, ~/.ipython/kernels or the system dirs.
+        return [str(Path(self.data_dir) / "kernels")]
+
+    def get_kernel_spec(self, kernel_name: str) -> Any:
+        # allowed_kernelspecs only filters listings; resource and spec URLs call this.
+        if kernel_name.lower() != self.kernel_name.lower():
+            raise NoSuchKernel(kernel_name)
+        return super().get_kernel_spec(kernel_name)
+
+
+class EnvsyncKernelManager(SeedingMappingKernelManager):  # type: ignore[misc]
+    """Starts kernels with the pass-through environment, not the gateway's."""
+
+    passthrough = List(Unicode(), config=True, help="environment names a kernel inherits")
+
+    async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["env"] = kernel_env(self.passthrough, kwargs.get("env"))
+        root = Path(self.root_dir)
+        if not within(root, kwargs.get("path")):
+            # Without a path jupyter_server leaves cwd unset and the kernel would start
+            # in the gateway's own directory (where the envsync package lives); with
+            # "../.." it would start outside the notebook's folder.
+            kwargs.pop("path", None)
+            kwargs["cwd"] = str(root)
+        # ipykernel's own parent poller misses a gateway killed while the kernel is
+        # still starting when a subreaper (systemd --user) adopts it: its new parent
+        # is then not PID 1. The kernel has nothing to save, so SIGKILL it.
+        hook = parent_death_hook(signal.SIGKILL, os.getpid())
+        if hook is not None:
+            # jupyter_client hands extra keyword arguments on to Popen.
+            kwargs["preexec_fn"] = hook
+        return await super().start_kernel(*args, **kwargs)
+
+
+class EnvsyncIdentityProvider(GatewayIdentityProvider):  # type: ignore[misc]
+    """The token, and nothing else, authenticates; a bare CORS preflight needs none."""
+
+    def get_user(self, handler: Any) -> Any:
+        request = handler.request
+        if (
+            request.method == "OPTIONS"
+            and "Origin" in request.headers
+            and "Access-Control-Request-Method" in request.headers
+        ):
+            # Browsers never send credentials on a preflight; KG's OPTIONS handlers
+            # only write headers, so letting them through exposes nothing.
+            return User("cors-preflight")
+        supplied = self.get_token(handler) or ""
+        if self.token and hmac.compare_digest(supplied.encode(), self.token.encode()):
+            return self.generate_anonymous_user(handler)
+        return None
+
+    def get_user_cookie(self, handler: Any) -> None:
+        return None  # no login cookies: a cookie would stand in for the token
+
+    def set_login_cookie(self, handler: Any, user: Any) -> None:
+        return None
+
+
+class ForeignHostHandler(web.RequestHandler):
+    """403 for a Host header that is not a loopback name (DNS rebinding)."""
+
+    def prepare(self) -> None:
+        logging.getLogger("envsync.gateway.process").warning(
+            "Blocking request with non-loopback Host header %r", self.request.host
+        )
+        raise web.HTTPError(403)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish('{"reason": "Forbidden", "message": "Host not allowed"}')
+
+
+class CorsForAllowedOrigin(web.OutputTransform):
+    """Sends Access-Control-* headers only to the configured origin."""
+
+    def __init__(self, request: Any, *, allowed: str) -> None:
+        super().__init__(request)
+        self._origin = request.headers.get("Origin")
+        self._allowed = allowed
+
+    def transform_first_chunk(
+        self, status_code: int, headers: Any, chunk: bytes, finishing: bool
+    ) -> tuple[int, Any, bytes]:
+        # KG writes its configured origin on every answer, and jupyter_server echoes
+        # any Origin on a preflight; a foreign origin should see no CORS header at all.
+        if self._allowed != ANY_ORIGIN and self._origin != self._allowed:
+            for name in [n for n in headers if n.lower().startswith("access-control-")]:
+                del headers[name]
+        return status_code, headers, chunk
+
+
+class EnvsyncGatewayApp(KernelGatewayApp):  # type: ignore[misc]
+    """KernelGatewayApp with no config files, SIGINT == SIGTERM, and the guards above."""
+
+    _stopping = False
+
+    @property
+    def config_file_paths(self) -> list[str]:
+        # A jupyter_kernel_gateway_config.py elsewhere must not undo what envsync set.
+        return []
+
+    def migrate_config(self) -> None:
+        return None  # would copy IPython 3 config into the user's ~/.jupyter
+
+    def init_signal(self) -> None:
+        # KG handles SIGINT only on a TTY; ours runs detached, so both stop it cleanly.
+        signal.signal(signal.SIGINT, self._signal_stop)
+        signal.signal(signal.SIGTERM, self._signal_stop)
+
+    def _signal_stop(self, sig: int, frame: Any) -> None:
+        if self._stopping:
+            return  # a second signal must not start a second kernel shutdown
+        self._stopping = True
+        super()._signal_stop(sig, frame)
+
+    def init_webapp(self) -> None:
+        super().init_webapp()
+        if is_loopback(self.ip):
+            self.web_app.add_handlers(host_pattern(self.ip), [(r".*", ForeignHostHandler)])
+            self.web_app.settings["allow_remote_access"] = False
+        # tornado makes a transform from the request alone: bind the origin beforehand.
+        transform = functools.partial(CorsForAllowedOrigin, allowed=self.allow_origin)
+        self.web_app.add_transform(cast("type[web.OutputTransform]", transform))

@@ -1,0 +1,275 @@
+"""`launch` as an operation: check, sync, serve, and undo each step on the way out.
+
+`launch` is a context manager: inside it the gateway serves the notebook's kernel; on
+leaving it (normally, by an error or by Ctrl-C) the registry entry is dropped, the
+gateway and its kernels are stopped and the environment's hold is released, whichever
+of those steps had been reached. It never prints: what a user should see goes through
+`LaunchHooks`, and `Watch` reports what happens while it serves as events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envsync.env.sync import Progress, SyncResult
+from envsync.errors import EnvsyncError, GatewayError
+from envsync.gateway import process, registry
+from envsync.gateway.process import RunningGateway
+from envsync.gateway.spec import GatewaySpec, ServeOptions, check_token
+from envsync.lock.model import Lock, LockDiff
+from envsync.ops.preflight import Notice
+from envsync.settings import Settings
+
+
+def _ignore(_value: Any) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _no_view() -> Iterator[Progress | None]:
+    yield None
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked for."""
+
+    notebook: Path
+    serve: ServeOptions = field(default_factory=ServeOptions)
+    token: str | None = field(default=None, repr=False)  # None: a fresh random one
+    frozen: bool = False
+    yes: bool = False
+    backend: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchHooks:
+    """Where `launch` reports progress; every hook is optional."""
+
+    relock_progress: Callable[[str], None] | None = None  # uv's lines while re-locking
+    # Entered around the sync; yields the callback that receives its ProgressEvents.
+    syncing: Callable[[], contextlib.AbstractContextManager[Progress | None]] = _no_view
+    notice: Callable[[Notice], None] = _ignore  # each as it is found, in order
+    starting: Callable[[str], None] = _ignore  # the kernel name, just before the gateway starts
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """A serving gateway and what it serves."""
+
+    url: str
+    token: str = field(repr=False)
+    kernel: str
+    fingerprint: str
+    pid: int
+    notebook: Path  # absolute
+    project: str
+    env: Path
+    python: str
+    lock: Lock = field(repr=False)  # the lock being served
+    notices: tuple[Notice, ...]
+    sync: SyncResult = field(repr=False)
+    gateway: RunningGateway = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ready line `launch --json` prints."""
+        return {
+            "url": self.url,
+            "token": self.token,
+            "kernel": self.kernel,
+            "fingerprint": self.fingerprint,
+            "pid": self.pid,
+            "notebook": str(self.notebook),
+            "project": self.project,
+            "env": str(self.env),
+            "python": self.python,
+        }
+
+
+def check(request: LaunchRequest) -> None:
+    """Refuse insecure or unusable settings (and a busy port) before any slow work."""
+    request.serve.validate()
+    if request.token is not None:
+        check_token(request.token)
+    if request.serve.port:
+        process.check_port(request.serve.ip, request.serve.port)
+
+
+@contextlib.contextmanager
+def launch(
+    request: LaunchRequest, *, settings: Settings, hooks: LaunchHooks | None = None
+) -> Iterator[LaunchInfo]:
+    """Preflight, sync (holding the env), start the gateway and record it; undo all on exit."""
+    from envsync.env import history
+    from envsync.env.sync import sync
+    from envsync.ops import preflight
+
+    hooks = hooks or LaunchHooks()
+    check(request)
+    notebook = Path(os.path.abspath(request.notebook))
+    proj = preflight.load_for_launch(request.notebook)
+    before = history.last_run(settings, proj.manifest.project)
+    pre = preflight.check(
+        proj,
+        settings=settings,
+        frozen=request.frozen,
+        yes=request.yes,
+        last_run=before,
+        progress=hooks.relock_progress,
+    )
+    notices = list(pre.notices)
+    for notice in pre.notices:
+        hooks.notice(notice)
+    project = pre.project.manifest.project
+    with contextlib.ExitStack() as stack:
+        with hooks.syncing() as progress:
+            result = sync(
+                lock=pre.lock,
+                project=project,
+                notebook=request.notebook,
+                settings=settings,
+                backend=request.backend,
+                repair=True,
+                hold=True,
+                progress=progress,
+            )
+            if result.hold is not None:
+                stack.enter_context(result.hold)
+        for notice in after_sync(pre.lock, result):
+            notices.append(notice)
+            hooks.notice(notice)
+        spec = GatewaySpec(
+            kernel_name=result.kernel_name,
+            jupyter_data_dir=settings.jupyter_data_dir,
+            serve=request.serve,
+            working_dir=notebook.parent,
+        )
+        hooks.starting(result.kernel_name)
+        gw = process.start(spec, token=request.token)
+        stack.callback(process.stop, gw)
+        registry.record(settings, gw, notebook=notebook, project=project, fingerprint=pre.lock.fingerprint)
+        stack.callback(registry.forget, settings, gw.port)
+        yield LaunchInfo(
+            url=gw.url,
+            token=gw.token,
+            kernel=result.kernel_name,
+            fingerprint=pre.lock.fingerprint,
+            pid=gw.pid,
+            notebook=notebook,
+            project=project,
+            env=result.env,
+            python=result.python_version,
+            lock=pre.lock,
+            notices=tuple(notices),
+            sync=result,
+            gateway=gw,
+        )
+
+
+def after_sync(lock: Lock, result: SyncResult) -> list[Notice]:
+    """What the sync found that the user must hear: a repaired drift, another Python."""
+    from envsync.lock.targets import pythons_in_range
+
+    found: list[Notice] = []
+    if result.repaired:
+        found.append(
+            Notice(
+                "drift-repaired",
+                "the environment had drifted from the lock (" + "; ".join(result.repaired) + "): repaired",
+                details=result.repaired,
+            )
+        )
+    locked_for = pythons_in_range(lock.requires_python)[0]
+    running_minor = ".".join(result.python_version.split(".")[:2])
+    if running_minor != locked_for:
+        found.append(
+            Notice(
+                "python-version",
+                f"the lock was resolved for Python {locked_for}; this environment runs Python {result.python_version}",
+            )
+        )
+    return found
+
+
+# --- while it serves ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewayStopped:
+    """The gateway exited cleanly without us asking: `envsync stop`, or a SIGTERM to it."""
+
+    returncode: int
+
+
+@dataclass(frozen=True)
+class LockChanged:
+    """The notebook on disk now holds another lock (or a stale one) than the one served."""
+
+    diff: LockDiff
+    stale: bool
+
+
+@dataclass(frozen=True)
+class NotebookUnreadable:
+    """The notebook changed on disk and cannot be read now (a sync client mid-write, say)."""
+
+    message: str
+
+
+Event = GatewayStopped | LockChanged | NotebookUnreadable
+
+
+class Watch:
+    """Looks at the gateway and the notebook each time `poll` is called."""
+
+    def __init__(self, info: LaunchInfo, notebook: Path | None = None) -> None:
+        self.info = info
+        self.notebook = notebook or info.notebook
+        # No baseline: the first poll compares the notebook with the lock being served, so
+        # a collaborator's lock that arrived during the build is reported too.
+        self._seen: tuple[int, int] | None = None
+
+    def poll(self) -> list[Event]:
+        """What happened since the last call; GatewayError if the gateway died."""
+        gw = self.info.gateway
+        if gw.process is not None:
+            returncode = gw.process.poll()
+            if returncode == 0:
+                return [GatewayStopped(returncode)]
+            if returncode is not None:
+                raise GatewayError(
+                    f"Kernel Gateway exited unexpectedly (exit {returncode})",
+                    detail=process.log_tail(gw.log_path) if gw.log_path else None,
+                )
+        now = _stat(self.notebook)
+        if self._seen is not None and now == self._seen:
+            return []
+        self._seen = now
+        event = self._compare()
+        return [] if event is None else [event]
+
+    def _compare(self) -> Event | None:
+        from envsync.lock.model import diff
+        from envsync.ops import project
+
+        try:
+            new = project.load(self.notebook).manifest
+        except EnvsyncError as exc:
+            return NotebookUnreadable(exc.message)
+        d = diff(self.info.lock, new.lock)
+        if d.empty and not new.lock_is_stale:
+            return None
+        return LockChanged(d, new.lock_is_stale)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
