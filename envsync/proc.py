@@ -6,9 +6,13 @@ shell), run with a cleaned environment, and every wait has a deadline.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import io
 import logging
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -16,26 +20,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from envsync.errors import EnvsyncError, ToolError
 
+if TYPE_CHECKING:
+    # Imported where used: psutil costs the CLI's start-up tens of milliseconds.
+    import psutil
+
 log = logging.getLogger("envsync.proc")
+_T = TypeVar("_T")
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
+# The handle `spawn` returns, for annotations in modules that must not import subprocess.
+Popen = subprocess.Popen
+
+_POLL = 0.02
+_CHUNK = 65536
 
 # Variables that would make a child Python or uv look somewhere other than where we send it.
 _SCRUBBED = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONUSERBASE",
-    "PIP_REQUIRE_VIRTUALENV",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS",
-    "PIP_CONSTRAINT",
-    "PIP_CONFIG_FILE",
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
-    "__PYVENV_LAUNCHER__",
+    *("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PIP_REQUIRE_VIRTUALENV"),
+    *("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_CONFIG_FILE"),
+    *("VIRTUAL_ENV", "CONDA_PREFIX", "__PYVENV_LAUNCHER__"),
 )
 
 
@@ -69,77 +78,100 @@ def run(
     check: bool = True,
     what: str | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
+    on_stdout_line: Callable[[str], None] | None = None,
 ) -> Result:
     """Run `command` to completion with a deadline; raise ToolError on failure when `check`.
 
-    `on_stderr_line`, when given, receives each stderr line as it arrives (progress).
+    `on_stderr_line` and `on_stdout_line`, when given, receive each line of that stream as it
+    arrives (progress), in the calling thread; the Result still holds all the output.
+    Past the deadline the command and every process it started are stopped.
     """
     argv = [os.fspath(c) for c in command]
     log.debug("run: %s", " ".join(argv))
     child_env = dict(env) if env is not None else clean_env()
     try:
-        proc = subprocess.Popen(
+        child = subprocess.Popen(
             argv,
             env=child_env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
         )
     except FileNotFoundError as exc:
         raise ToolError(f"cannot run {argv[0]}: not found", command=argv) from exc
     try:
-        if on_stderr_line is None:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        else:
-            stdout, stderr = _stream(proc, timeout, on_stderr_line)
-    except subprocess.TimeoutExpired as exc:
-        shutdown(proc, interrupt_timeout=0, terminate_timeout=3)
-        raise ToolError(
-            f"{what or argv[0]} did not finish within {timeout:.0f} s", command=argv
-        ) from exc
+        stdout, stderr = _collect(child, time.monotonic() + timeout, on_stdout_line, on_stderr_line)
+    except subprocess.TimeoutExpired:
+        _stop_tree(child, interrupt_timeout=0, terminate_timeout=3)
+        raise ToolError(f"{what or argv[0]} did not finish within {timeout:.0f} s", command=argv) from None
     except BaseException:
         # Ctrl-C or anything else: the child must not outlive us.
-        shutdown(proc, interrupt_timeout=2, terminate_timeout=3)
+        _stop_tree(child, interrupt_timeout=2, terminate_timeout=3)
         raise
-    result = Result(argv, proc.returncode, stdout, stderr)
-    if check and proc.returncode != 0:
+    finally:
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+    returncode = child.returncode
+    if check and returncode != 0:
         raise ToolError(
-            f"{what or Path(argv[0]).name} failed (exit {proc.returncode}): {last_line(stderr)}",
+            f"{what or Path(argv[0]).name} failed (exit {returncode}): {last_line(stderr)}",
             command=argv,
-            returncode=proc.returncode,
+            returncode=returncode,
             stderr=stderr,
         )
-    return result
+    return Result(argv, returncode, stdout, stderr)
 
 
-def _stream(
-    proc: subprocess.Popen[str], timeout: float, on_line: Callable[[str], None]
+class _Text:
+    """Bytes from one pipe decoded as text mode would (UTF-8, `\\r\\n` and `\\r` read as `\\n`)."""
+
+    def __init__(self) -> None:
+        self._decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"), True)
+        self._parts: list[str] = []
+        self._partial = ""
+
+    def feed(self, data: bytes, final: bool = False) -> list[str]:
+        """Take `data` in; return the lines it completed (without their newline)."""
+        text = self._decoder.decode(data, final)
+        self._parts.append(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        if final and self._partial:
+            lines.append(self._partial)
+        return lines
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+def _collect(
+    child: subprocess.Popen[bytes],
+    deadline: float,
+    on_out: Callable[[str], None] | None,
+    on_err: Callable[[str], None] | None,
 ) -> tuple[str, str]:
-    import threading
-
-    out_chunks: list[str] = []
-    err_lines: list[str] = []
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        out_chunks.append(proc.stdout.read())
-
-    reader = threading.Thread(target=read_stdout, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        err_lines.append(line)
-        on_line(line.rstrip("\n"))
-        if time.monotonic() > deadline:
-            raise subprocess.TimeoutExpired(proc.args, timeout)
-    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    reader.join(timeout=5)
-    return "".join(out_chunks), "".join(err_lines)
+    """Read both pipes until they close and the child exits; raise TimeoutExpired past `deadline`."""
+    assert child.stdout is not None and child.stderr is not None
+    out, err = _Text(), _Text()
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ, (out, on_out))
+        selector.register(child.stderr, selectors.EVENT_READ, (err, on_err))
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(child.args, 0)
+            for key, _ in selector.select(remaining):
+                data = os.read(key.fd, _CHUNK)
+                if not data:
+                    selector.unregister(key.fileobj)
+                text, on_line = key.data
+                lines = text.feed(data, final=not data)
+                if on_line is not None:
+                    for line in lines:
+                        on_line(line)
+    child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    return out.text(), err.text()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -220,9 +252,42 @@ def parent_death_hook(sig: int, parent_pid: int) -> Callable[[], None] | None:
     return hook
 
 
-PIPE = subprocess.PIPE
-DEVNULL = subprocess.DEVNULL
-STDOUT = subprocess.STDOUT
+def _escalate(
+    send: Callable[[int], bool],
+    gone: Callable[[float], bool],
+    *,
+    interrupt_timeout: float,
+    terminate_timeout: float,
+    kill_timeout: float,
+) -> bool:
+    """SIGINT, SIGTERM, then SIGKILL, each given its deadline to end the target; True once it has.
+
+    `send` signals the target and returns False when nothing is left to signal; `gone(t)`
+    waits up to t seconds for the target to end. A zero `interrupt_timeout` skips SIGINT.
+    """
+    steps = [(signal.SIGINT, interrupt_timeout)] if interrupt_timeout > 0 else []
+    steps += [(signal.SIGTERM, terminate_timeout), (signal.SIGKILL, kill_timeout)]
+    return any(not send(sig) or gone(timeout) for sig, timeout in steps)
+
+
+def _signal_popen(child: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int) -> bool:
+    if child.poll() is not None:
+        return False
+    try:
+        child.send_signal(sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _until(condition: Callable[[], bool], timeout: float, poll: float = _POLL) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
 
 
 def shutdown(
@@ -233,56 +298,14 @@ def shutdown(
     kill_timeout: float = 3.0,
 ) -> int | None:
     """Stop a child by its PID: SIGINT, then SIGTERM, then SIGKILL, each with a deadline."""
-    if proc.poll() is not None:
-        return proc.returncode
-    steps: list[tuple[int, float]] = []
-    if interrupt_timeout > 0:
-        steps.append((signal.SIGINT, interrupt_timeout))
-    steps.append((signal.SIGTERM, terminate_timeout))
-    steps.append((signal.SIGKILL, kill_timeout))
-    for sig, deadline in steps:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            break
-        try:
-            return proc.wait(timeout=deadline)
-        except subprocess.TimeoutExpired:
-            continue
+    _escalate(
+        lambda sig: _signal_popen(proc, sig),
+        lambda timeout: _until(lambda: proc.poll() is not None, timeout),
+        interrupt_timeout=interrupt_timeout,
+        terminate_timeout=terminate_timeout,
+        kill_timeout=kill_timeout,
+    )
     return proc.poll()
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this PID exists (and is not a zombie we can see)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().split(") ", 1)[1][0] != "Z"
-        except (OSError, IndexError):
-            return True
-    return True
-
-
-def signal_pid(pid: int, sig: int) -> bool:
-    """Send `sig` to one PID; False if it is already gone."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def python_executable() -> str:
-    """The interpreter envsync itself runs on."""
-    return sys.executable
 
 
 def shutdown_pid(
@@ -297,72 +320,106 @@ def shutdown_pid(
 
     Returns True once the PID is gone. Used for gateways recorded by another envsync run.
     """
-    steps: list[tuple[int, float]] = []
-    if interrupt_timeout > 0:
-        steps.append((signal.SIGINT, interrupt_timeout))
-    steps.append((signal.SIGTERM, terminate_timeout))
-    steps.append((signal.SIGKILL, kill_timeout))
-    for sig, timeout in steps:
-        if not pid_alive(pid) or not signal_pid(pid, sig):
-            return True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return True
-            time.sleep(poll)
-    return not pid_alive(pid)
+    return _escalate(
+        lambda sig: pid_alive(pid) and signal_pid(pid, sig),
+        lambda timeout: _until(lambda: not pid_alive(pid), timeout, poll),
+        interrupt_timeout=interrupt_timeout,
+        terminate_timeout=terminate_timeout,
+        kill_timeout=kill_timeout,
+    ) or not pid_alive(pid)
+
+
+def _stop_tree(child: subprocess.Popen[bytes], *, interrupt_timeout: float, terminate_timeout: float) -> None:
+    """Stop a child and every process below it (uv starts its own), each signal sent to all of them."""
+    import psutil
+
+    below: dict[int, psutil.Process] = {}
+
+    def send(sig: int) -> bool:
+        # Look again before each signal: the children of a process that just died move to
+        # init and drop out of its tree, so they are remembered from earlier looks.
+        if child.poll() is None:  # once reaped, its PID may already name another process
+            below.update((p.pid, p) for p in _tree(child.pid))
+        for p in list(below.values()):
+            with contextlib.suppress(psutil.Error):
+                below.update((c.pid, c) for c in p.children(recursive=True))
+        sent = _signal_popen(child, sig)
+        for p in list(below.values()):
+            try:
+                p.send_signal(sig)  # psutil checks the PID still names the same process
+                sent = True
+            except psutil.NoSuchProcess:
+                del below[p.pid]
+            except psutil.AccessDenied:
+                continue
+        return sent
+
+    def ended() -> bool:
+        return child.poll() is not None and not any(_running(p) for p in below.values())
+
+    _escalate(
+        send,
+        lambda timeout: _until(ended, timeout),
+        interrupt_timeout=interrupt_timeout,
+        terminate_timeout=terminate_timeout,
+        kill_timeout=3.0,
+    )
+
+
+def signal_pid(pid: int, sig: int) -> bool:
+    """Send `sig` to one PID; False if it is already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _ask(pid: int, question: Callable[[psutil.Process], _T]) -> _T | None:
+    """`question` answered about the process `pid`, or None when it is gone or not ours to read."""
+    import psutil
+
+    try:
+        return question(psutil.Process(pid))
+    except (psutil.Error, OSError):
+        return None
+
+
+def _running(p: psutil.Process) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    return _ask(pid, lambda p: p.children(recursive=True)) or []
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this PID exists and is not a zombie."""
+    return pid > 0 and bool(_ask(pid, _running))
 
 
 def child_pids(pid: int) -> list[int]:
-    """PIDs whose parent is `pid`, read from /proc (Linux); empty where /proc is absent."""
-    # /proc/<pid>/task/*/children needs CONFIG_PROC_CHILDREN, which not every kernel has.
-    found: list[int] = []
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():
-        return found
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 4 (ppid) follows the command name, which may itself contain spaces or ")".
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-# The handle `spawn` returns, for annotations in modules that must not import subprocess.
-Popen = subprocess.Popen
-
-
-def cmdline(pid: int) -> list[str] | None:
-    """The command line of a running process, or None when it is gone or not ours to read."""
-    import psutil
-
-    try:
-        return list(psutil.Process(pid).cmdline())
-    except (psutil.Error, OSError):
-        return None
-
-
-def start_time(pid: int) -> float | None:
-    """When a process started (seconds since the epoch): with the PID, it names one process."""
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.Error, OSError):
-        return None
+    """PIDs whose parent is `pid`; empty when `pid` is gone."""
+    return sorted(_ask(pid, lambda p: [c.pid for c in p.children()]) or [])
 
 
 def descendants(pid: int) -> list[int]:
     """Every PID below `pid` in the process tree (children, grandchildren, ...)."""
-    import psutil
+    return sorted(p.pid for p in _tree(pid))
 
-    try:
-        return sorted(p.pid for p in psutil.Process(pid).children(recursive=True))
-    except (psutil.Error, OSError):
-        return []
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of a running process, or None when it is gone or not ours to read."""
+    return _ask(pid, lambda p: list(p.cmdline()))
+
+
+def start_time(pid: int) -> float | None:
+    """When a process started (seconds since the epoch): with the PID, it names one process."""
+    return _ask(pid, lambda p: float(p.create_time()))
