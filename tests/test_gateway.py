@@ -487,3 +487,101 @@ def test_runtime_stop_needs_a_port_when_several_gateways_run(jupyter_dir: Path, 
         stopped = runtime.stop(settings, all=True)
         assert sorted(r.port for r in stopped) == sorted([first.port, second.port])
         assert not proc.pid_alive(first.pid) and not proc.pid_alive(second.pid)
+
+
+# --- the spec the child reads ----------------------------------------------------------------
+
+
+def test_spec_survives_the_json_round_trip(tmp_path: Path) -> None:
+    full = GatewaySpec(
+        KERNEL,
+        tmp_path / "jupyter",
+        ServeOptions(
+            ip="::1",
+            port=8123,
+            allow_origin=ORIGIN,
+            allow_insecure_origin=True,
+            certfile=tmp_path / "cert.pem",
+            keyfile=tmp_path / "key.pem",
+            env_passthrough=("PATH", "HOME"),
+        ),
+        working_dir=tmp_path,
+        log_path=tmp_path / "gw.log",
+    )
+    assert GatewaySpec.from_json(full.to_json()) == full
+    plain = GatewaySpec(KERNEL, tmp_path)
+    assert GatewaySpec.from_json(plain.to_json()) == plain
+
+
+def _spec_doc(**serve: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(GatewaySpec(KERNEL, Path("/nowhere")).to_json())
+    doc["serve"].update(serve)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "not JSON"),
+        ("[]", "spec must be an object"),
+        (json.dumps({**_spec_doc(), "token": "t"}), "unknown field spec.token"),
+        (json.dumps({k: v for k, v in _spec_doc().items() if k != "kernel_name"}), "spec.kernel_name is missing"),
+        (json.dumps(_spec_doc(port="8888")), "serve.port must be int"),
+        (json.dumps(_spec_doc(port=True)), "serve.port must be int"),
+        (json.dumps(_spec_doc(env_passthrough=["PATH", 1])), "must list strings"),
+    ],
+    ids=["not-json", "not-an-object", "unknown-field", "missing-field", "port-text", "port-bool", "env-names"],
+)
+def test_spec_reader_names_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(UsageError, match="cannot read the gateway spec") as refused:
+        GatewaySpec.from_json(text)
+    assert problem in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--spec", "{not json"], "not JSON"),
+        (["--spec", json.dumps({**_spec_doc(), "token": "t"})], "unknown field"),
+        (["--kernel-name", KERNEL, "--port", "8888"], "expected exactly `--spec JSON`"),
+        ([], "expected exactly `--spec JSON`"),
+        (["--spec", json.dumps(_spec_doc(allow_origin="*"))], "'*' lets any web page"),
+    ],
+    ids=["not-json", "unknown-field", "old-argv", "no-argv", "wildcard-origin"],
+)
+def test_child_refuses_a_spec_it_cannot_read_with_exit_2_and_one_line(argv: list[str], problem: str) -> None:
+    from envsync.errors import EXIT_USAGE
+
+    env = proc.clean_env({TOKEN_ENV: "a-token"})
+    res = proc.run([sys.executable, "-m", "envsync.gateway.child", *argv], env=env, cwd=REPO, check=False, timeout=60)
+    assert res.returncode == EXIT_USAGE, res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("envsync gateway: "), res.stderr
+    assert problem in lines[0]
+
+
+def test_child_argv_is_the_spec_and_never_the_token(gw: gateway.RunningGateway, workdir: Path) -> None:
+    argv = proc.cmdline(gw.pid)
+    assert argv is not None
+    assert not any(gw.token in arg for arg in argv)
+    assert argv[1:4] == ["-m", "envsync.gateway.child", "--spec"] and len(argv) == 5
+    spec = GatewaySpec.from_json(argv[4])
+    assert spec.kernel_name == KERNEL and spec.serve.port == gw.port
+    assert spec.serve.allow_origin == ORIGIN and spec.working_dir == workdir
+
+
+def test_runtime_drops_an_entry_whose_pid_started_at_another_time(
+    gw: gateway.RunningGateway, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    settings = Settings(home=tmp_path / "home")
+    assert gw.started is not None
+    reused = dataclasses.replace(gw, started=gw.started - 3600, process=None)
+    runtime.record(settings, reused, notebook=tmp_path / "nb.ipynb", project="demo", fingerprint="f")
+    assert runtime.running(settings) == []  # as if the PID now named a later process
+    assert proc.pid_alive(gw.pid)  # and nothing was signalled
+    rec = runtime.record(settings, gw, notebook=tmp_path / "nb.ipynb", project="demo", fingerprint="f")
+    assert runtime.running(settings) == [rec]
+    runtime.forget(settings, gw.port)

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import requests
 
+from envsync import proc
 from envsync.env import store
 from envsync.settings import Settings
 from tests.kernel_client import execute
@@ -810,3 +811,93 @@ def test_quickstart_serves_only_its_locked_kernel_to_the_allowed_origin(tmp_path
         assert wait_until(lambda: not any(alive(p) for p in kernel_pids), 10.0), (
             "a kernel outlived the gateway"
         )
+
+
+# --- launch as an operation: every step it reached is undone ---------------------------------
+
+
+def op_settings(home: Path, local_index: LocalIndex) -> Settings:
+    return Settings(home=home, allowed_indexes=(local_index.url,))
+
+
+def holds(settings: Settings) -> list[Path]:
+    """The env hold files: one while a launch serves (or is about to)."""
+    return sorted((settings.envs_dir / ".holds").rglob("*.hold"))
+
+
+def test_launch_releases_the_env_hold_when_the_gateway_fails_to_start(
+    nb: Path, own_home: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envsync.errors import GatewayError
+    from envsync.gateway import process, registry
+    from envsync.ops.launch import LaunchRequest, launch
+
+    settings = op_settings(own_home, local_index)
+    held_at_start: list[list[Path]] = []
+
+    def failing_start(spec: Any, **_kwargs: Any) -> Any:
+        held_at_start.append(holds(settings))
+        raise GatewayError("injected: the gateway did not start")
+
+    monkeypatch.setattr(process, "start", failing_start)
+    with pytest.raises(GatewayError, match="injected"), launch(LaunchRequest(nb), settings=settings):
+        raise AssertionError("launch served without a gateway")
+    assert len(held_at_start) == 1 and len(held_at_start[0]) == 1  # the hold was taken
+    assert holds(settings) == []
+    assert registry.running(settings) == []
+    assert not list(settings.runtime_dir.glob("gateway-*.json"))
+
+
+def test_launch_stops_the_gateway_and_releases_the_hold_when_recording_fails(
+    nb: Path, own_home: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envsync.gateway import process, registry
+    from envsync.ops.launch import LaunchRequest, launch
+
+    settings = op_settings(own_home, local_index)
+    started: list[process.RunningGateway] = []
+    real_start = process.start
+
+    def start(spec: Any, **kwargs: Any) -> process.RunningGateway:
+        started.append(real_start(spec, **kwargs))
+        return started[-1]
+
+    def failing_record(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(28, "injected: no space left on device")
+
+    monkeypatch.setattr(process, "start", start)
+    monkeypatch.setattr(registry, "record", failing_record)
+    try:
+        with pytest.raises(OSError, match="injected"), launch(LaunchRequest(nb), settings=settings):
+            raise AssertionError("launch served without a registry entry")
+        assert len(started) == 1
+        assert not alive(started[0].pid)
+        assert holds(settings) == []
+    finally:
+        for gw in started:
+            if gw.process is not None:
+                proc.shutdown(gw.process)
+
+
+def test_leaving_launch_by_an_error_forgets_the_record_stops_the_gateway_and_releases_the_hold(
+    nb: Path, own_home: Path, local_index: LocalIndex
+) -> None:
+    from envsync.gateway import registry
+    from envsync.ops.launch import LaunchInfo, LaunchRequest, launch
+
+    settings = op_settings(own_home, local_index)
+    served: list[LaunchInfo] = []
+    try:
+        with pytest.raises(RuntimeError, match="boom"), launch(LaunchRequest(nb), settings=settings) as info:
+            served.append(info)
+            assert [r.pid for r in registry.running(settings)] == [info.pid]
+            assert len(holds(settings)) == 1
+            assert api_status(info.to_dict()) == 200
+            raise RuntimeError("boom")
+        assert not alive(served[0].pid)
+        assert registry.running(settings) == []
+        assert holds(settings) == []
+    finally:
+        for info in served:
+            if info.gateway.process is not None:
+                proc.shutdown(info.gateway.process)
