@@ -68,14 +68,6 @@ def imported_versions(python: Path, modules: list[str]) -> dict[str, str]:
     return dict(json.loads(res.stdout))
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a child `python -c` that imports envsync from this checkout."""
-    env = proc.clean_env()
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
-
-
 PYTHON = sys.executable
 
 

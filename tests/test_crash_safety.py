@@ -21,7 +21,9 @@ from envsync import proc
 from envsync.env import store
 from envsync.env.sync import check, sync
 from envsync.lock.model import Lock
-from tests.envhelpers import BASE, PYTHON, child_env, imported_versions, make_lock, settings_at
+from tests.envhelpers import BASE, PYTHON, imported_versions, make_lock, settings_at
+from tests.support.processes import alive, child_env, descendants
+from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
 DEADLINE = 60.0
@@ -111,7 +113,7 @@ class Children:
 
     def kill9(self, child: Popen[bytes]) -> None:
         """SIGKILL the child alone, as a user's `kill -9` would; its installer may live on."""
-        self.descendants += _descendants(child.pid)
+        self.descendants += descendants(child.pid)
         child.kill()
         child.wait(timeout=DEADLINE)
 
@@ -133,9 +135,9 @@ class Children:
         """End, by PID, the installers that outlived a killed child."""
         for pid in self.descendants:
             proc.signal_pid(pid, signal.SIGKILL)
-        _wait_for(
-            lambda: not any(proc.pid_alive(pid) for pid in self.descendants), "orphaned installers to end"
-        )
+        assert wait_until(
+            lambda: not any(alive(pid) for pid in self.descendants), DEADLINE, poll=0.01
+        ), "timed out waiting for orphaned installers to end"
 
 
 @pytest.fixture
@@ -143,31 +145,6 @@ def children(tmp_path: Path, gated: GatedIndex, local_index: LocalIndex) -> Iter
     kids = Children(tmp_path, tmp_path / "home", gated.url, make_lock(local_index, url=gated.url))
     yield kids
     kids.end_all()
-
-
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid` (Linux /proc; elsewhere none are tracked)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, p in parents.items() if p in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
-def _wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _assert_no_half_env_is_ready(home: Path, lock: Lock) -> None:
@@ -197,7 +174,7 @@ def _next_sync_succeeds(children: Children, gated: GatedIndex) -> Path:
 
 def test_build_killed_after_venv_dir_appears_is_rebuilt(children: Children, gated: GatedIndex) -> None:
     child = children.start(cache="cache-venv")
-    _wait_for(lambda: _env_dirs(children.home), "the env directory")
+    assert wait_until(lambda: bool(_env_dirs(children.home)), DEADLINE, poll=0.01), "no env directory in time"
     children.kill9(child)
     assert store.ready_envs(settings_at(children.home), children.lock.fingerprint) == []
     _next_sync_succeeds(children, gated)

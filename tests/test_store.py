@@ -13,7 +13,8 @@ from envsync import proc
 from envsync.env import store
 from envsync.errors import InstallError
 from envsync.settings import Settings
-from tests.envhelpers import PYTHON, child_env, settings_at
+from tests.envhelpers import PYTHON, settings_at
+from tests.support.processes import child_env
 
 FP = "sha256:" + "ab12" * 16
 

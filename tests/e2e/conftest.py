@@ -15,7 +15,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from tests.support.processes import descendants, free_port, kill_pids, wait_gone
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -89,57 +90,6 @@ def browser(node: str) -> str:
 # --- processes -------------------------------------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: the signal check is all we have
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc); empty elsewhere."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except (OSError, ValueError):
-                continue
-            for child in children:
-                if child not in found:
-                    found.append(child)
-                    todo.append(child)
-    return found
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Wait until every PID is gone; return those still alive at the deadline."""
-    deadline = time.monotonic() + timeout
-    alive = [p for p in pids if pid_alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if pid_alive(p)]
-    return alive
-
-
-def kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def stop_process(
     process: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT
 ) -> int:
@@ -160,13 +110,6 @@ def stop_process(
         except subprocess.TimeoutExpired:
             continue
     return process.wait(timeout=5.0)
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (for servers that need it named up front)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def last_json_line(text: str) -> dict[str, Any]:

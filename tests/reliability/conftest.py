@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from envsync.cli import main
+from tests.support.processes import child_env, cmdline, descendants, end_by_pid
+from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,19 +91,6 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
     seconds = time.perf_counter() - start
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err, seconds)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of an envsync child process: this one, minus what redirects uv."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("UV_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")
-    }
-    if "UV_CACHE_DIR" in os.environ:
-        env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
-    env.update(extra)
-    return env
 
 
 def run_console(
@@ -225,52 +214,6 @@ def tree_digest(folder: Path, *, skip: Sequence[str] = ("home",)) -> dict[str, s
 # --- processes ------------------------------------------------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    """Live (non-zombie) processes below `pid`, from /proc."""
-    parents: dict[int, int] = {}
-    states: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            tail = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(stat.parent.name)] = int(tail[1])
-        states[int(stat.parent.name)] = tail[0]
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        kids = [c for c, p in parents.items() if p in frontier]
-        found += kids
-        frontier = kids
-    return [p for p in found if states.get(p) != "Z"]
-
-
-def alive(pid: int) -> bool:
-    from envsync import proc
-
-    return proc.pid_alive(pid)
-
-
-def end_by_pid(pid: int, *, grace: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL, one PID (never by name)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
-
-
 @pytest.fixture(autouse=True)
 def no_process_left() -> Iterator[None]:
     """After each test: no process that this test process started is still running."""
@@ -279,17 +222,10 @@ def no_process_left() -> Iterator[None]:
     left = lambda: [p for p in descendants(os.getpid()) if p not in before]  # noqa: E731
     if not wait_until(lambda: not left(), timeout=15.0, poll=0.05):
         stray = left()
-        cmds = {p: _cmdline(p) for p in stray}
+        cmds = {p: cmdline(p) for p in stray}
         for pid in stray:  # clean up for the next test, by PID
             end_by_pid(pid, grace=1.0)
         pytest.fail(f"processes left running after the test: {cmds}")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-    except OSError:
-        return "?"
 
 
 # --- notebooks ------------------------------------------------------------------------------
@@ -496,80 +432,3 @@ def stop_launch(child: subprocess.Popen[bytes]) -> int | None:
     except subprocess.TimeoutExpired:
         kill9(child)
         return None
-
-
-# --- talking to a kernel like a real client ----------------------------------------------------
-
-
-def kernel_message(msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
-    import uuid
-
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "msg_type": msg_type,
-            "username": "reliability",
-            "session": "reliability",
-            "version": "5.3",
-            "date": "2024-01-01T00:00:00Z",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "channel": "shell",
-        "buffers": [],
-        "content": content,
-    }
-
-
-def execute_message(code: str) -> dict[str, Any]:
-    return kernel_message(
-        "execute_request", {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
-    )
-
-
-def nudge(ws: Any, *, deadline: float = 30.0) -> None:
-    """Ask kernel_info until both its reply (shell) and an iopub message arrive, as JupyterLab does.
-
-    Right after a connection (above all to a restarted kernel) iopub may not be subscribed
-    yet and its first messages are lost; a client that executes at once can wait forever
-    for output (jupyter_client#593). JupyterLab nudges first; so do these tests.
-    """
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        msg = kernel_message("kernel_info_request", {})
-        ws.send(json.dumps(msg))
-        got_reply = got_iopub = False
-        stop = time.monotonic() + 0.5
-        while time.monotonic() < stop and not (got_reply and got_iopub):
-            ws.settimeout(max(0.01, stop - time.monotonic()))
-            try:
-                answer = json.loads(ws.recv())
-            except Exception as exc:  # noqa: BLE001 - a timeout here only means: ask again
-                if "timed out" not in str(exc).lower():
-                    raise
-                break
-            if answer.get("parent_header", {}).get("msg_id") == msg["header"]["msg_id"]:
-                got_iopub = got_iopub or answer.get("channel") == "iopub"
-                got_reply = got_reply or answer.get("msg_type") == "kernel_info_reply"
-        if got_reply and got_iopub:
-            return
-    raise AssertionError(f"the kernel did not answer kernel_info within {deadline:.0f} s")
-
-
-def connect(gw: Any, kernel_id: str, *, origin: str | None = None, timeout: float = 30.0) -> Any:
-    """A kernel WebSocket with the token in its query, nudged until the kernel answers."""
-    import uuid
-
-    import websocket
-
-    url = (
-        gw.url.replace("http", "ws", 1)
-        + f"/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}&token={gw.token}"
-    )
-    ws = websocket.create_connection(url, origin=origin, timeout=timeout)
-    try:
-        nudge(ws)
-    except BaseException:
-        ws.close()
-        raise
-    return ws

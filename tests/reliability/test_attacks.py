@@ -27,20 +27,25 @@ from envsync.gateway import process as gateway
 from envsync.gateway.spec import GatewaySpec, ServeOptions
 from tests.reliability.conftest import (
     FIGURES,
-    alive,
     assert_one_clean_error,
-    child_env,
     cli,
-    connect,
     count,
-    descendants,
     output_of,
     ready_line,
     spawn_envsync,
     stop_launch,
     tree_digest,
 )
-from tests.test_gateway import auth, channels_url, execute, kernel_pid, start_kernel, write_spec
+from tests.support.gateway_client import (
+    auth,
+    channels_url,
+    connect,
+    execute,
+    kernel_pid,
+    start_kernel,
+    write_spec,
+)
+from tests.support.processes import alive, child_env, descendants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

@@ -31,15 +31,9 @@ from envsync.gateway.spec import GatewaySpec
 from tests.manifests import edit_manifest, manifest_of
 from tests.reliability.conftest import (
     ControlledIndex,
-    alive,
     assert_one_clean_error,
-    child_env,
     cli,
-    connect,
-    descendants,
-    end_by_pid,
     end_orphans,
-    execute_message,
     kill9,
     launch,
     output_of,
@@ -48,9 +42,18 @@ from tests.reliability.conftest import (
     sha256_of,
     spawn_envsync,
     stop_launch,
-    wait_until,
 )
-from tests.test_gateway import auth, execute, kernel_pid, start_kernel, write_spec
+from tests.support.gateway_client import (
+    auth,
+    connect,
+    execute,
+    execute_message,
+    kernel_pid,
+    start_kernel,
+    write_spec,
+)
+from tests.support.processes import alive, child_env, descendants, end_by_pid
+from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
 pytestmark = pytest.mark.skipif(

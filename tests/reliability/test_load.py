@@ -22,8 +22,10 @@ import requests
 
 from envsync.gateway import process as gateway
 from envsync.gateway.spec import GatewaySpec
-from tests.reliability.conftest import alive, connect, descendants, execute_message, record, wait_until
-from tests.test_gateway import auth, kernel_pid, write_spec
+from tests.reliability.conftest import record
+from tests.support.gateway_client import auth, connect, execute_message, kernel_pid, write_spec
+from tests.support.processes import alive, descendants
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.load,

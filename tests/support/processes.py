@@ -1,0 +1,118 @@
+"""Process trees, PIDs and child environments, read with psutil; everything ends by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+
+import psutil
+
+from tests.support.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What would make a child Python, pip or uv look somewhere other than where a test sends it.
+_REDIRECTS = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PIP_REQUIRE_VIRTUALENV",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_CONSTRAINT",
+    "PIP_CONFIG_FILE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "__PYVENV_LAUNCHER__",
+)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child envsync or `python -c` that imports this checkout, plus `extra`.
+
+    This process's environment minus what redirects Python, pip or uv (uv's cache location
+    stays), with PYTHONPATH at the repository so a child can import `envsync` and `tests`.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _REDIRECTS and not k.startswith("UV_")}
+    if "UV_CACHE_DIR" in os.environ:
+        env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return bool(p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a zombie only waits to be reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        return _running(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Live PIDs whose parent is `pid`."""
+    try:
+        below = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    return [p.pid for p in below if _running(p)]
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) PIDs below `pid`: children, grandchildren, ..."""
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return [p.pid for p in below if _running(p)]
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line as one string (first 200 characters), '?' when unreadable."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())[:200]
+    except psutil.Error:
+        return "?"
+
+
+def end_by_pid(pid: int, *, grace: float = 3.0) -> None:
+    """SIGTERM one PID (never a name), then SIGKILL if it is still there after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not alive(pid), timeout=grace, poll=0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each PID that is still there."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until every PID is gone; those still alive at the deadline."""
+    wait_until(lambda: not any(alive(p) for p in pids), timeout=timeout)
+    return [p for p in pids if alive(p)]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (for servers that need it named up front)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
