@@ -24,4 +24,6 @@ if [ -f examples/browser-client/package.json ]; then
     (cd examples/browser-client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 fi
 
-exec "$VENV/bin/python" -m pytest "$@"
+# pyproject's addopts leave `slow` tests out; this -m comes later and brings them back.
+# An -m given to this script comes later still and wins.
+exec "$VENV/bin/python" -m pytest -m "slow or not slow" "$@"

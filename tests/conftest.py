@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,23 @@ def settings(tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.Monkey
     return Settings(home=home, allowed_indexes=(local_index.url,))
 
 
+@pytest.fixture
+def no_uv_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv gives up on an unreachable index at once, instead of after its retries' back-off (~6 s)."""
+    from envsync import proc
+
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    # envsync hands uv a cleaned environment that drops UV_* settings; put this one back.
+    original = proc.clean_env
+
+    def keep_retries(*args: Any, **kwargs: Any) -> dict[str, str]:
+        env = dict(original(*args, **kwargs))
+        env.setdefault("UV_HTTP_RETRIES", "0")
+        return env
+
+    monkeypatch.setattr(proc, "clean_env", keep_retries)
+
+
 @pytest.fixture(scope="session")
 def locked_template(tmp_path_factory: pytest.TempPathFactory, local_index: LocalIndex) -> Path:
     """One notebook locked against the local index (`alpha` declared), copied by tests."""
@@ -38,3 +56,15 @@ def locked_template(tmp_path_factory: pytest.TempPathFactory, local_index: Local
         mp.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
         assert main(["init", str(path), "alpha", "--index", local_index.url, "--python", "3.11"]) == 0
     return path
+
+
+RELIABILITY = Path(__file__).resolve().parent / "reliability"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The reliability suite takes minutes: mark it `slow`, so a plain `pytest` leaves it out."""
+    # tryfirst: the marks must be on the items before `-m` selects among them.
+    for item in items:
+        if RELIABILITY in item.path.parents:
+            item.add_marker(pytest.mark.slow)

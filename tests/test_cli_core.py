@@ -748,6 +748,7 @@ def test_unreachable_allowed_index_is_one_error_and_no_notebook_changes(
     tmp_path: Path,
     plain_nb: Path,
     settings: Settings,
+    no_uv_retries: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
