@@ -63,7 +63,7 @@ def test_second_sync_reuses_env_without_installer_or_interpreter_search(built, m
     def forbidden(*_a: object, **_k: object) -> None:
         raise AssertionError("reuse must not run an installer or look for an interpreter")
 
-    monkeypatch.setattr(sync_mod, "choose_backend", forbidden)
+    monkeypatch.setattr(sync_mod.installers, "choose", forbidden)
     monkeypatch.setattr(interpreters, "find", forbidden)
     again = sync(lock=lock, project="demo", notebook=Path("demo.ipynb"), settings=settings)
 

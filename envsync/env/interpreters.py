@@ -173,22 +173,13 @@ def _find(requires_python: str, request: str | None, timeout: float) -> Interpre
 
 
 def _uv_find(wanted: str, timeout: float) -> Path | None:
-    uv_bin = uv.require()
+    argv = [*uv.command("python", "find"), "--system", "--no-project", wanted]
     # A neutral cwd, --no-project and --system keep a nearby .venv, pyproject.toml or
     # .python-version from choosing for us; the request alone decides.
     with tempfile.TemporaryDirectory(prefix="envsync-find-") as cwd:
         try:
             res = proc.run(
-                [
-                    uv_bin,
-                    "python",
-                    "find",
-                    "--system",
-                    "--no-project",
-                    "--no-config",
-                    "--no-python-downloads",
-                    wanted,
-                ],
+                argv,
                 cwd=Path(cwd),
                 timeout=timeout,
                 check=False,

@@ -6,7 +6,6 @@ the end, so a caller that wants to say what changed reads `history.last_run` fir
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -14,15 +13,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envsync import proc
-from envsync.env import drift, history, interpreters, store
-from envsync.env.installers import Backend, choose_backend, hashed_requirements
+from envsync.env import drift, history, installers, interpreters, store
+from envsync.env.installers import Installer
 from envsync.env.interpreters import Interpreter
 from envsync.errors import DriftError, InstallError, ToolError
+from envsync.formats.requirements import hashed_requirements
 from envsync.fsutil import atomic_write_text
 from envsync.jupyter import kernelspecs
 from envsync.lock.model import Lock, packages_for, verify
-from envsync.notebook.manifest import check_project
+from envsync.rules import check_project
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
 
 REQUIREMENTS = "envsync-requirements.txt"
@@ -217,7 +216,7 @@ def _build(
     report: Progress,
 ) -> store.EnvRecord:
     store.clear_key(settings, key)
-    be = choose_backend(backend_name or settings.backend)
+    be = installers.choose(backend_name or settings.backend)
     path = store.new_env_path(settings, key)
     pkgs = packages_for(lock, interp.marker_env)
     try:
@@ -278,7 +277,7 @@ def _repair(
     names = tuple(d.name for d in found.differences)
     report(ProgressEvent("repair", f"repairing {len(names)} packages: {', '.join(names)}"))
     # The env's own installer: a pip-built env keeps pip, a uv-built one has none.
-    be = choose_backend(rec.backend)
+    be = installers.choose(rec.backend)
     # Withdrawn first: if the repair dies midway, the next sync rebuilds instead of trusting it.
     store.unready(rec.path)
     remove = [d.name for d in found.differences if d.kind in ("extra", "changed")]
@@ -300,7 +299,7 @@ def _repair(
 
 
 def _install(
-    be: Backend,
+    be: Installer,
     env: Path,
     requirements: Path,
     indexes: Sequence[str],
@@ -312,25 +311,21 @@ def _install(
 
     def on_line(line: str) -> None:
         nonlocal done
-        text = line.strip()
-        if not text:
+        step = be.progress(line)
+        if step is None:
             return
-        if text.startswith(("Downloading ", "Downloaded ")):
-            report(ProgressEvent("download", text))
-        elif text.startswith("+ "):
+        if step.kind == "download":
+            report(ProgressEvent("download", step.text))
+        elif step.kind == "installed":
             done += 1
-            report(ProgressEvent("install", text, done, total))
+            report(ProgressEvent("install", step.text, done, total))
         else:
-            report(ProgressEvent("install", text, None, total))
+            report(ProgressEvent("install", step.text, None, total))
 
     try:
         be.install(env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line)
     except ToolError as exc:
-        raise install_error(exc, be.name, total) from exc
-
-
-_UV_HASH = re.compile(r"Hash mismatch for `([^`]+)`")
-_PIP_HASH = re.compile(r"^\s+(\S+==\S+) from ", re.MULTILINE)
+        raise be.explain(exc, total) from exc
 
 
 def _in_range(records: list[store.EnvRecord], lock: Lock) -> list[store.EnvRecord]:
@@ -340,29 +335,6 @@ def _in_range(records: list[store.EnvRecord], lock: Lock) -> list[store.EnvRecor
 
     spec = SpecifierSet(lock.requires_python)
     return [r for r in records if r.python_version and spec.contains(r.python_version, prereleases=True)]
-
-
-def install_error(exc: ToolError, backend: str, total: int) -> InstallError:
-    """One line a user can act on, naming the package when a hash did not match."""
-    text = exc.stderr or ""
-    hit = _UV_HASH.search(text)
-    if hit is None and "DO NOT MATCH THE HASHES" in text:
-        hit = _PIP_HASH.search(text.split("DO NOT MATCH THE HASHES", 1)[1])
-    if hit is not None:
-        return InstallError(
-            f"hash mismatch for {hit.group(1)}: the file the index serves is not the one the lock names",
-            hint="the lock was edited or the file was re-uploaded; review the lock's history "
-            "and re-create it with `envsync lock --upgrade` only if you trust the change",
-            detail=text,
-        )
-    lower = text.lower()
-    if "no space left" in lower or "errno 28" in lower:
-        hint = "the disk holding the environment store or uv's cache is full; free space (`envsync envs gc`) and run again"
-    elif proc.looks_unreachable(text):
-        hint = "the package index could not be reached; check the network and run again (a half-built env is never used)"
-    else:
-        hint = "run again with --verbose to see the installer's output"
-    return InstallError(f"installing {total} packages with {backend} failed: {exc.message}", hint=hint, detail=text)
 
 
 def _summary(diffs: Sequence[drift.Difference]) -> str:

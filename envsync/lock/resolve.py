@@ -50,24 +50,21 @@ def resolve(
             # uv treats an existing output file as preferences: unchanged pins stay put.
             import tomlkit
 
-            from envsync.formats.interop import pylock_document
+            from envsync.formats.pylock import pylock_document
 
             out.write_text(tomlkit.dumps(pylock_document(previous, urls=None)))
         cmd = [
-            uv.require(), "pip", "compile", str(reqs),
+            *uv.command("pip", "compile", offline=settings.offline),
+            str(reqs),
             "--output-file", str(out),
             "--format", "pylock.toml",
             "--universal",
             "--generate-hashes",
-            "--no-config",
             "--no-header",
             "--no-annotate",
-            "--no-python-downloads",
             "--python-version", pythons[0],
             "--default-index", manifest.index,
         ]
-        if settings.offline:
-            cmd.append("--offline")
         if upgrade:
             cmd.append("--upgrade")
         for name in upgrade_packages:

@@ -36,7 +36,7 @@ def load_for_launch(path: Path) -> projects.Project:
     try:
         return projects.load(path)
     except MissingManifestError as exc:
-        from envsync.formats.interop import read_juv_notebook
+        from envsync.formats.juv import read_juv_notebook
         from envsync.notebook.file import read_notebook
 
         if read_juv_notebook(read_notebook(path).data) is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from envsync.cli.app import App
 from envsync.cli.views.render import esc
+from envsync.env import installers
 from envsync.errors import EXIT_DRIFT
 
 
@@ -24,7 +25,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         ),
     )
     p.add_argument("notebook", type=Path)
-    p.add_argument("--backend", choices=["uv", "pip"], help="installer (default uv; pip = virtualenv + pip --require-hashes)")
+    p.add_argument("--backend", choices=installers.names(), help="installer (default uv; pip = virtualenv + pip --require-hashes)")
     p.add_argument("--python", metavar="X.Y|PATH", help="use this interpreter instead of the one chosen from requires-python")
     p.add_argument("--register", choices=["user"], help="also register the kernel in your Jupyter data dir (JupyterLab, VS Code)")
     p.add_argument("--repair", action="store_true", help="bring a drifted environment back to the lock")

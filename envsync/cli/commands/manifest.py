@@ -223,7 +223,8 @@ def _diff(args: argparse.Namespace, app: App) -> int:
 
 def _export(args: argparse.Namespace, app: App) -> int:
     from envsync.errors import EnvsyncError
-    from envsync.formats import interop
+    from envsync.formats.pylock import export_pylock
+    from envsync.formats.requirements import export_requirements
     from envsync.lock.targets import current_target, pythons_in_range
     from envsync.ops import project
 
@@ -235,7 +236,7 @@ def _export(args: argparse.Namespace, app: App) -> int:
             app.settings.require_index_allowed(index)
         if args.environment or args.python:
             raise EnvsyncError("--environment and --python apply to --format requirements only")
-        text = interop.export_pylock(lock)
+        text = export_pylock(lock)
     else:
         here = current_target()
         target = args.environment or (here.name if here else None)
@@ -247,7 +248,7 @@ def _export(args: argparse.Namespace, app: App) -> int:
         python = args.python or pythons[0]
         if python not in pythons:
             raise EnvsyncError(f"the lock does not cover Python {python}", hint="covered: " + ", ".join(pythons))
-        text = interop.export_requirements(lock, target=target, python=python)
+        text = export_requirements(lock, target=target, python=python)
     if args.output:
         from envsync.fsutil import atomic_write_text
 
@@ -262,23 +263,26 @@ def _export(args: argparse.Namespace, app: App) -> int:
 
 def _import(args: argparse.Namespace, app: App) -> int:
     from envsync.errors import EnvsyncError
-    from envsync.formats import interop
+    from envsync.formats.juv import read_juv_notebook
+    from envsync.formats.pylock import read_pylock
+    from envsync.formats.pyproject import read_pyproject
+    from envsync.formats.requirements import read_requirements_file
     from envsync.notebook.file import read_notebook
     from envsync.ops import project
 
     src: Path = args.source
     requires: str | None
     if src.suffix == ".ipynb":
-        found = interop.read_juv_notebook(read_notebook(src).data)
+        found = read_juv_notebook(read_notebook(src).data)
         if found is None:
             raise EnvsyncError(f"{src} has no `# /// script` metadata to import")
         deps, requires = found
     elif src.name == "pyproject.toml":
-        deps, requires = interop.read_pyproject(src)
+        deps, requires = read_pyproject(src)
     elif src.name.startswith("pylock") and src.suffix == ".toml":
-        deps, requires = interop.read_pylock(src)
+        deps, requires = read_pylock(src)
     else:
-        deps, requires = interop.read_requirements_file(src), None
+        deps, requires = read_requirements_file(src), None
     python = args.python or _minor_from(requires)
     res = project.init(
         args.notebook,

@@ -14,6 +14,8 @@ class SyncView:
         self.app = app
         self._status: Any = None
         self._last_phase = ""
+        # A message line between two packages keeps showing how many are done.
+        self._done = 0
 
     def __enter__(self) -> SyncView:
         if not self.app.json and self.app.console.is_terminal:
@@ -28,7 +30,9 @@ class SyncView:
     def update(self, event: Any) -> None:
         text = event.message
         if event.total:
-            text += f" ({event.done or 0}/{event.total})"
+            if event.done is not None:
+                self._done = event.done
+            text += f" ({self._done}/{event.total})"
         if self._status is not None:
             self._status.update(text)
             # Keep a record of each phase above the spinner, not every download line.

@@ -1,10 +1,9 @@
-"""Export a lock as pylock.toml or a hashed requirements file; import from other formats."""
+"""PEP 751 pylock.toml: write a lock as one (with URLs looked up on its indexes), read one in."""
 
 from __future__ import annotations
 
 import json
 import re
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,11 +14,13 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from envsync.errors import EnvsyncError, LockError, NotebookError
-from envsync.lock.model import Lock, packages_for
-from envsync.lock.targets import TARGETS, marker_environment
+from envsync import rules
+from envsync.errors import EnvsyncError, LockError
+from envsync.formats.files import read_toml
+from envsync.lock.model import Lock
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+_HASH_FRAGMENT = re.compile(rf"sha256=({rules.SHA256})")
 
 
 def pylock_document(lock: Lock, *, urls: Mapping[str, str] | None) -> Any:
@@ -97,7 +98,7 @@ def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
 
 def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
     """File name → (absolute URL, sha256 if listed) from a PEP 691 JSON or PEP 503 HTML page."""
-    if not index.startswith(("https://", "http://")):
+    if not rules.is_index_url(index):
         raise EnvsyncError(f"index {index!r} is not an http(s) URL")
     page = f"{index.rstrip('/')}/{canonicalize_name(name)}/"
     req = urllib.request.Request(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"})  # noqa: S310 (scheme checked above)
@@ -118,7 +119,7 @@ def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[s
     for href in parser.hrefs:
         url, _, frag = urllib.parse.urljoin(base, href).partition("#")
         fname = urllib.parse.unquote(url.rsplit("/", 1)[-1])
-        m = re.match(r"sha256=([0-9a-f]{64})", frag)
+        m = _HASH_FRAGMENT.match(frag)
         out[fname] = (url, m.group(1) if m else None)
     return out
 
@@ -135,43 +136,9 @@ class _Links(HTMLParser):
                 self.hrefs.append(href)
 
 
-def export_requirements(lock: Lock, *, target: str, python: str) -> str:
-    """A hashed requirements file for one platform, installable with --require-hashes."""
-    from envsync.env.installers import hashed_requirements
-
-    pkgs = packages_for(lock, marker_environment(TARGETS[target], python))
-    header = f"# envsync lock {lock.fingerprint}\n# for {target}, CPython {python}\n"
-    indexes = sorted({p.index for p in pkgs if p.index})
-    if len(indexes) == 1:
-        header += f"--index-url {indexes[0]}\n"
-    return header + hashed_requirements(pkgs)
-
-
-# ---- import -------------------------------------------------------------------------
-
-
-def read_requirements_file(path: Path) -> list[str]:
-    """Plain requirement lines of a requirements.txt (options and hashes are dropped)."""
-    out = []
-    for line in _read_text(path).splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("-"):
-            raise EnvsyncError(f"{path}: option lines such as {line.split()[0]!r} are not imported")
-        out.append(line.split(" --hash", 1)[0].rstrip(" \\"))
-    return out
-
-
-def read_pyproject(path: Path) -> tuple[list[str], str | None]:
-    data = _toml(path)
-    project = data.get("project", {})
-    return list(project.get("dependencies", [])), project.get("requires-python")
-
-
 def read_pylock(path: Path) -> tuple[list[str], str | None]:
     """A pylock.toml's packages as exact pins, to be re-locked for the notebook's targets."""
-    data = _toml(path)
+    data = read_toml(path)
     pins = []
     for p in data.get("packages", []):
         pin = f"{p['name']}=={p['version']}"
@@ -179,33 +146,3 @@ def read_pylock(path: Path) -> tuple[list[str], str | None]:
             pin += f" ; {p['marker']}"
         pins.append(pin)
     return pins, data.get("requires-python")
-
-
-def read_juv_notebook(data: Mapping[str, Any]) -> tuple[list[str], str | None] | None:
-    """Dependencies from a juv notebook's PEP 723 `# /// script` cell, if it has one."""
-    for cell in data.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        src = cell.get("source", "")
-        text = "".join(src) if isinstance(src, list) else str(src)
-        m = re.search(r"^# /// script\s*$(.*?)^# ///\s*$", text, re.M | re.S)
-        if not m:
-            continue
-        body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in m.group(1).strip("\n").splitlines())
-        meta = tomllib.loads(body)
-        return list(meta.get("dependencies", [])), meta.get("requires-python")
-    return None
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise NotebookError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(_read_text(path))
-    except tomllib.TOMLDecodeError as exc:
-        raise EnvsyncError(f"{path} is not valid TOML: {exc}") from None

@@ -1,0 +1,124 @@
+"""The uv installer: `uv venv` + `uv pip sync`, exact and hash-checked, from uv's cache.
+
+Installing from pylock.toml is experimental in uv and re-downloaded every wheel in one
+measurement; a hashed requirements file reuses uv's cache.
+
+Choices made deliberately here:
+- Bytecode is not compiled at install (`--compile-bytecode` off). Compiling a 49-package
+  data stack turns a ~1.5 s build into ~40 s, on every build of every lock; without it
+  the first import of each module writes its `__pycache__` once, so only the first
+  kernel start of a new env pays (seconds, once), and envs never used pay nothing.
+- `--link-mode` is uv's platform default, named explicitly (clone on macOS, hardlink
+  elsewhere; UV_LINK_MODE is scrubbed from the child environment): many envs of
+  similar locks share one copy of numpy on disk, and a build takes about a second.
+  The cost is that editing an installed file in place edits it for every env that
+  links it; envs here are built from locks and repaired, not edited.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from envsync import proc, uv
+from envsync.env.installers.base import (
+    INSTALL_TIMEOUT,
+    VENV_TIMEOUT,
+    OnLine,
+    ProgressUpdate,
+    env_python,
+    index_args,
+    install_failure,
+    run,
+)
+from envsync.errors import InstallError, ToolError
+
+# uv: "  × Failed to download `alpha==1.1.0` ... Hash mismatch for `alpha==1.1.0`".
+_HASH_MISMATCH = re.compile(r"Hash mismatch for `([^`]+)`")
+
+
+class UvInstaller:
+    """uv venv + uv pip sync: exact, hash-checked, from uv's cache."""
+
+    name = "uv"
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or uv.require()
+
+    def create(self, env: Path, python: Path, *, on_line: OnLine | None = None) -> None:
+        run(
+            [*uv.command("venv", binary=self.binary), "--python", python, env],
+            what="uv venv",
+            timeout=VENV_TIMEOUT,
+            on_line=on_line,
+        )
+
+    def install(
+        self,
+        env: Path,
+        requirements: Path,
+        *,
+        indexes: Sequence[str],
+        offline: bool = False,
+        on_line: OnLine | None = None,
+    ) -> None:
+        argv: list[str | os.PathLike[str]] = [
+            *uv.command("pip", "sync", offline=offline, binary=self.binary),
+            "--require-hashes",
+            "--python",
+            env_python(env),
+            "--link-mode",
+            _link_mode(),
+            *index_args(indexes),
+        ]
+        if len(indexes) > 1:
+            # Every artifact is pinned by hash, so taking a file from any allowed index is safe.
+            argv += ["--index-strategy", "unsafe-best-match"]
+        argv.append(requirements)
+        run(argv, what="uv pip sync", timeout=INSTALL_TIMEOUT, on_line=on_line)
+
+    def uninstall(self, env: Path, names: Sequence[str], *, on_line: OnLine | None = None) -> None:
+        if names:
+            run(
+                [*uv.command("pip", "uninstall", binary=self.binary), "--python", env_python(env), *names],
+                what="uv pip uninstall",
+                timeout=VENV_TIMEOUT,
+                on_line=on_line,
+            )
+
+    def progress(self, line: str) -> ProgressUpdate | None:
+        """uv prints `Downloading x` / `Downloaded x` and one ` + name==version` per installed package."""
+        text = line.strip()
+        if not text:
+            return None
+        if text.startswith(("Downloading ", "Downloaded ")):
+            return ProgressUpdate("download", text)
+        if text.startswith("+ "):
+            return ProgressUpdate("installed", text)
+        return ProgressUpdate("message", text)
+
+    def explain(self, exc: ToolError, total: int) -> InstallError:
+        """One line a user can act on, naming the package when a hash did not match."""
+        hit = _HASH_MISMATCH.search(exc.stderr or "")
+        return install_failure(exc, self.name, total, mismatch=hit.group(1) if hit else None)
+
+
+def _link_mode() -> str:
+    return "clone" if sys.platform == "darwin" else "hardlink"
+
+
+@functools.cache
+def runnable_binary() -> str | None:
+    """uv's binary when it exists and runs, else None; asked once a process (a run builds few envs)."""
+    path = uv.find()
+    if path is None:
+        return None
+    try:
+        proc.run([path, "--version"], timeout=30, what="uv --version")
+    except (ToolError, OSError):
+        return None
+    return path
