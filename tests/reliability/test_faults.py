@@ -466,7 +466,10 @@ def test_index_gone_mid_install_is_one_error_and_the_next_sync_after_it_returns_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     controlled_index.hold()
-    child = spawn_envsync(["sync", nb], log_dir=tmp_path / "logs", env=env_vars)
+    # uv then reports the dead index at once instead of after its retries' back-off; this takes
+    # effect where envsync's proc.clean_env passes UV_HTTP_RETRIES on to uv.
+    env = {**env_vars, "UV_HTTP_RETRIES": "0"}
+    child = spawn_envsync(["sync", nb], log_dir=tmp_path / "logs", env=env)
     assert controlled_index.requested.wait(timeout=60)
     controlled_index.die()  # downloads in flight end without an answer; new connections are refused
     code = child.wait(timeout=120)
