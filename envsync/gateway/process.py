@@ -57,21 +57,16 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
     serve = spec.serve
     port = _claim_port(serve.ip, serve.port)
     token = token or _new_token()
+    log_path = spec.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log"
     # The child gets absolute paths and the port claimed here: its working dir differs.
     resolved = replace(
         spec,
         jupyter_data_dir=data_dir,
-        serve=replace(
-            serve,
-            port=port,
-            certfile=_absolute(serve.certfile),
-            keyfile=_absolute(serve.keyfile),
-        ),
+        serve=replace(serve, port=port, certfile=_absolute(serve.certfile), keyfile=_absolute(serve.keyfile)),
         working_dir=Path(spec.working_dir or Path.cwd()).resolve(),
-        log_path=spec.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log",
+        log_path=log_path,
     )
-    assert resolved.log_path is not None
-    process = _spawn(resolved, token)
+    process = _spawn(resolved, token, log_path)
     gw = RunningGateway(
         pid=process.pid,
         port=port,
@@ -79,7 +74,7 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
         token=token,
         kernel_name=spec.kernel_name,
         process=process,
-        log_path=resolved.log_path,
+        log_path=log_path,
         started=proc.start_time(process.pid),
     )
     try:
@@ -202,14 +197,13 @@ def _child_env(spec: GatewaySpec, token: str) -> dict[str, str]:
     return env
 
 
-def _spawn(spec: GatewaySpec, token: str) -> proc.Popen[bytes]:
+def _spawn(spec: GatewaySpec, token: str, log_path: Path) -> proc.Popen[bytes]:
     # The spec goes on argv: it holds nothing secret, needs no pipe kept open for the
     # child's life, and lets `registry` tell from a PID's command line which gateway it
     # is. The token alone goes through the environment, which `ps` does not show.
     argv = [sys.executable, "-m", CHILD_MODULE, SPEC_OPTION, spec.to_json()]
-    assert spec.log_path is not None
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # `python -m` puts the working directory first on sys.path: run from the directory
         # that holds the envsync package, so the child imports this very envsync.
