@@ -48,12 +48,15 @@ _SCRUBBED = (
 )
 
 
+_UV_KEPT = ("UV_CACHE_DIR", "UV_HTTP_RETRIES")
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without what redirects Python, pip or uv, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("UV_")}
-    # uv's cache location is a user choice worth keeping; every other UV_* setting is ours to pass.
-    if "UV_CACHE_DIR" in os.environ:
-        env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
+    # uv's cache location and its retry count are the user's choices to keep (a machine with
+    # a flaky or a closed network tunes them); every other UV_* setting is ours to pass.
+    env.update({k: os.environ[k] for k in _UV_KEPT if k in os.environ})
     if extra:
         env.update(extra)
     return env

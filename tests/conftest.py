@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,18 +29,7 @@ def settings(tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.Monkey
 @pytest.fixture
 def no_uv_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """uv gives up on an unreachable index at once, instead of after its retries' back-off (~6 s)."""
-    from envsync import proc
-
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    # envsync hands uv a cleaned environment that drops UV_* settings; put this one back.
-    original = proc.clean_env
-
-    def keep_retries(*args: Any, **kwargs: Any) -> dict[str, str]:
-        env = dict(original(*args, **kwargs))
-        env.setdefault("UV_HTTP_RETRIES", "0")
-        return env
-
-    monkeypatch.setattr(proc, "clean_env", keep_retries)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from envsync import rules
 from envsync.env import store
 from envsync.env.sync import sync
 from envsync.errors import KernelError, ManifestError
@@ -210,14 +211,14 @@ def test_project_slug_rules() -> None:
     assert kernels.kernel_name("sales-2024") == "envsync-sales-2024"
     for bad in ("Sales", "sales_2024", "sales.", "s/../x", "", "-" * 3, "a" * 65, "é"):
         with pytest.raises(ManifestError):
-            kernels.validate_project(bad)
+            rules.check_project(bad)
 
 
 @hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in tests
 @given(st.text(max_size=80))
 def test_any_accepted_slug_stays_a_single_path_component(text: str) -> None:
     try:
-        slug = kernels.validate_project(text)
+        slug = rules.check_project(text)
     except ManifestError:
         return
     root = Path("/kernels")

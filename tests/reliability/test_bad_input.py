@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from envsync import rules
 from envsync.errors import EnvsyncError
 from envsync.notebook import file as notebook
 from envsync.notebook import manifest as manifest_mod
@@ -915,7 +916,7 @@ def parse_only_envsync_errors(data: Any) -> Any:
         return None
     count("bad_input.fuzz_accepted")
     # What it accepts keeps the promises made to file paths and the installer.
-    assert manifest_mod.SLUG.fullmatch(parsed.project)
+    assert rules.is_project_slug(parsed.project)
     for dep in parsed.dependencies:
         assert not dep.startswith("-") and "@" not in dep.split(";")[0]
     return parsed

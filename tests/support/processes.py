@@ -10,40 +10,14 @@ from pathlib import Path
 
 import psutil
 
+from envsync import proc
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
-# What would make a child Python, pip or uv look somewhere other than where a test sends it.
-_REDIRECTS = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONUSERBASE",
-    "PIP_REQUIRE_VIRTUALENV",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS",
-    "PIP_CONSTRAINT",
-    "PIP_CONFIG_FILE",
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
-    "__PYVENV_LAUNCHER__",
-)
-
-
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child envsync or `python -c` that imports this checkout, plus `extra`.
-
-    This process's environment minus what redirects Python, pip or uv (uv's cache location
-    stays), with PYTHONPATH at the repository so a child can import `envsync` and `tests`.
-    """
-    env = {k: v for k, v in os.environ.items() if k not in _REDIRECTS and not k.startswith("UV_")}
-    if "UV_CACHE_DIR" in os.environ:
-        env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
+    """The environment envsync gives its own children, with PYTHONPATH at this checkout, plus `extra`."""
+    return proc.clean_env({"PYTHONPATH": str(REPO), **extra})
 
 
 def _running(p: psutil.Process) -> bool:
