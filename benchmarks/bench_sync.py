@@ -264,7 +264,7 @@ def render(f: dict[str, object]) -> str:
             f"| the same in a brand-new ENVSYNC_HOME (+ interpreter discovery) "
             f"| {m['envsync_build_fresh_home']:.2f} s | fresh / uv = {f['fresh_home_build_vs_uv']:.2f}x | |",
             f"| `python -m venv` + `pip install --require-hashes` | {pip} "
-            f"| pip / build = {f['pip_vs_build']:.0f}x | (DESIGN: ~57x) |",
+            f"| pip / build = {f['pip_vs_build']:.0f}x | |",
             f"| envsync reuse of the built env | {m['reuse'] * 1000:.0f} ms "
             f"| reuse / build = {f['reuse_vs_build']:.1%} | < 10% |",
             f"| drift check, in-process | {f['drift_check_ms']:.1f} ms | | < 50 ms |",
