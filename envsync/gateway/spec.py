@@ -106,6 +106,11 @@ class ServeOptions:
         """Refuse insecure or malformed settings with a one-line UsageError."""
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port {self.port} is out of range (0-65535)")
+        self._check_origin()
+        self._check_tls()
+        self._check_passthrough()
+
+    def _check_origin(self) -> None:
         origin = self.allow_origin
         if origin == ANY_ORIGIN:
             if not self.allow_insecure_origin:
@@ -117,6 +122,8 @@ class ServeOptions:
             problem = _origin_problem(origin)
             if problem:
                 raise UsageError(f"origin {origin!r} is not scheme://host[:port]: {problem}")
+
+    def _check_tls(self) -> None:
         if (self.certfile is None) != (self.keyfile is None):
             raise UsageError("TLS needs both a certificate file and a key file")
         for label, path in (("certificate", self.certfile), ("key", self.keyfile)):
@@ -126,6 +133,8 @@ class ServeOptions:
             raise UsageError(
                 f"binding to {self.ip} (not loopback) requires TLS: give a certificate and a key",
             )
+
+    def _check_passthrough(self) -> None:
         for name in self.env_passthrough:
             if _ENV_NAME.fullmatch(name) is None:
                 raise UsageError(f"invalid environment variable name {name!r}")
