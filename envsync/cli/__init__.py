@@ -7,11 +7,10 @@ exit code: 0 ok, 1 error, 2 usage, 3 drift or stale lock, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from envsync import __version__
-from envsync.cli.app import App
+from envsync.cli.app import App, Parser
 from envsync.cli.commands import env, gateway, manifest
 from envsync.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvsyncError
 
@@ -28,32 +27,26 @@ exit codes: 0 ok, 1 error, 2 usage, 3 drift or stale lock found by a check, 130 
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"ERROR {message}\n")
-        raise SystemExit(EXIT_USAGE)
-
-
-def _common(*, top: bool) -> argparse.ArgumentParser:
-    # Subcommands must not reset what was given before the command: their defaults are SUPPRESS.
-    common = argparse.ArgumentParser(add_help=False)
-    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
-    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and tool output on errors", **default)  # type: ignore[arg-type]
-    common.add_argument("--home", metavar="DIR", help="envsync's data folder (default: ENVSYNC_HOME or the user data dir)", **default)  # type: ignore[arg-type]
+def _common(*, top: bool) -> Parser:
+    common = Parser(add_help=False)
+    verbose = common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and tool output on errors")
+    home = common.add_argument("--home", metavar="DIR", help="envsync's data folder (default: ENVSYNC_HOME or the user data dir)")
+    if not top:
+        # Subcommands must not reset what was given before the command: their defaults are SUPPRESS.
+        verbose.default = home.default = argparse.SUPPRESS
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(top=False)
-    parser = _Parser(
+    parser = Parser(
         prog="envsync",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"envsync {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     manifest.register(sub, common)
     env.register(sub, common)
     gateway.register(sub, common)

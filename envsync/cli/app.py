@@ -6,13 +6,30 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from envsync.errors import EnvsyncError, ToolError
+from envsync.errors import EXIT_USAGE, EnvsyncError, ToolError
 from envsync.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    # rich is imported when something is shown, so `envsync --help` starts without it.
+    from rich.console import Console
+
+    # What `add_subparsers` returns: each commands module registers its commands on it.
+    Subcommands = argparse._SubParsersAction["Parser"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with envsync's usage error: the usage, one `ERROR` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"ERROR {message}\n")
+        raise SystemExit(EXIT_USAGE)
 
 
 @dataclass
@@ -38,21 +55,23 @@ class App:
         return load_settings(home=self.home, backend=self.backend, verbose=self.verbose)
 
     @cached_property
-    def console(self) -> Any:
+    def console(self) -> Console:
         """Rich console on stderr for people; stdout stays for data."""
         from rich.console import Console
 
         return Console(file=self.stderr, highlight=False, soft_wrap=True)
 
     @cached_property
-    def out_console(self) -> Any:
+    def out_console(self) -> Console:
+        """Rich console on stdout, for what a command reports as its result."""
         from rich.console import Console
 
         # Piped output is read by people in logs and by grep: never truncate a path or URL there.
         width = None if self.stdout.isatty() else 240
         return Console(file=self.stdout, highlight=False, soft_wrap=True, width=width)
 
-    def emit_json(self, data: Any) -> None:
+    def emit_json(self, data: object) -> None:
+        """One JSON document on stdout (keys are kebab-case, as README says)."""
         self.stdout.write(json.dumps(data, sort_keys=False) + "\n")
         self.stdout.flush()
 
@@ -71,9 +90,10 @@ class App:
             self.console.print(f"[bold yellow]WARNING[/] {escape(text)}", markup=True)
 
     def err(self, text: str) -> None:
+        """One `ERROR` line on stderr."""
         self.stderr.write(f"ERROR {text}\n")
 
-    def progress(self, prefix: str = "") -> Any:
+    def progress(self, prefix: str = "") -> Callable[[str], None] | None:
         """A callback that shows a tool's progress lines on one status line."""
         if self.json:
             return None
@@ -89,6 +109,7 @@ class App:
         return show
 
     def error(self, exc: EnvsyncError) -> None:
+        """An error for the user: one `ERROR` line and its hint; details with --verbose."""
         self.stderr.write(f"ERROR {exc.message}\n")
         if exc.hint:
             self.stderr.write(f"hint: {exc.hint}\n")
@@ -100,6 +121,7 @@ class App:
             traceback.print_exception(exc, file=self.stderr)
 
     def bug(self, exc: BaseException) -> None:
+        """An error envsync did not foresee: one line, the traceback only with --verbose."""
         self.stderr.write(f"ERROR unexpected {type(exc).__name__}: {exc}\n")
         if self.verbose:
             traceback.print_exception(exc, file=self.stderr)

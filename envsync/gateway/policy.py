@@ -31,12 +31,10 @@ from typing import Any, cast
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_server.auth.identity import User
 
-# Kernel Gateway ships no type information.
-from kernel_gateway.auth.identity import GatewayIdentityProvider  # type: ignore[import-untyped]
-from kernel_gateway.gatewayapp import KernelGatewayApp  # type: ignore[import-untyped]
-from kernel_gateway.services.kernels.manager import (  # type: ignore[import-untyped]
-    SeedingMappingKernelManager,
-)
+# Kernel Gateway ships no type information: pyproject.toml tells mypy so, for this module only.
+from kernel_gateway.auth.identity import GatewayIdentityProvider
+from kernel_gateway.gatewayapp import KernelGatewayApp
+from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 from tornado import web
 from traitlets import List, Unicode
 
@@ -124,7 +122,7 @@ class EnvsyncKernelSpecManager(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
-class EnvsyncKernelManager(SeedingMappingKernelManager):  # type: ignore[misc]
+class EnvsyncKernelManager(SeedingMappingKernelManager):
     """Starts kernels with the pass-through environment, not the gateway's."""
 
     passthrough = List(Unicode(), config=True, help="environment names a kernel inherits")
@@ -148,7 +146,7 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):  # type: ignore[misc]
         return await super().start_kernel(*args, **kwargs)
 
 
-class EnvsyncIdentityProvider(GatewayIdentityProvider):  # type: ignore[misc]
+class EnvsyncIdentityProvider(GatewayIdentityProvider):
     """The token, and nothing else, authenticates; a bare CORS preflight needs none."""
 
     def get_user(self, handler: Any) -> Any:
@@ -206,7 +204,7 @@ class CorsForAllowedOrigin(web.OutputTransform):
         return status_code, headers, chunk
 
 
-class EnvsyncGatewayApp(KernelGatewayApp):  # type: ignore[misc]
+class EnvsyncGatewayApp(KernelGatewayApp):
     """KernelGatewayApp with no config files, SIGINT == SIGTERM, and the guards above."""
 
     _stopping = False

@@ -17,13 +17,17 @@ from envsync.cli.views.render import esc
 from envsync.env import installers
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from envsync.cli.app import Parser, Subcommands
     from envsync.cli.views.panel import Panel
     from envsync.env.sync import Progress
     from envsync.ops.launch import LaunchInfo, LockChanged
     from envsync.ops.preflight import Notice
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Subcommands, common: Parser) -> None:
+    """Add this module's commands to the `envsync` parser."""
     p = sub.add_parser(
         "launch",
         parents=[common],
@@ -71,7 +75,7 @@ class _Terminated(Exception):
     """SIGTERM or SIGHUP arrived: leave the serve loop the same way Ctrl-C does."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise _Terminated()
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from envsync.cli.app import App
 
+if TYPE_CHECKING:
+    from envsync.cli.app import Parser, Subcommands
+    from envsync.ops.project import LockResult
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+
+def register(sub: Subcommands, common: Parser) -> None:
+    """Add this module's commands to the `envsync` parser."""
     def cmd(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(
-            name, help=help_, description=description or help_, parents=[common]
-        )
-        return p
+        return sub.add_parser(name, help=help_, description=description or help_, parents=[common])
 
     p = cmd(
         "init",
@@ -102,7 +104,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lst.set_defaults(handler=_index_list)
 
 
-def _result(app: App, res: Any, *, verb: str) -> int:
+def _result(app: App, res: LockResult, *, verb: str) -> int:
     from envsync.cli.views.render import esc, print_diff
 
     m = res.manifest

@@ -9,6 +9,11 @@ from typing import TYPE_CHECKING, Any
 from envsync.cli.app import App
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
+    from rich.live import Live
+    from rich.table import Table
+
     from envsync.gateway.process import RunningGateway
 
 
@@ -24,7 +29,7 @@ class Panel:
         self.notebook = notebook
         self.fingerprint = fingerprint
         self.notes: list[str] = []
-        self._live: Any = None
+        self._live: Live | None = None
         self._last_poll = 0.0
         self._kernels: list[dict[str, Any]] = []
         self._error = ""
@@ -37,9 +42,11 @@ class Panel:
             self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._live is not None:
-            self._live.__exit__(*exc)
+            self._live.__exit__(exc_type, exc, tb)
 
     def note(self, text: str) -> None:
         """Something the user must read: printed above the panel, kept."""
@@ -52,6 +59,7 @@ class Panel:
             self.app.stderr.write(text + "\n")
 
     def refresh(self) -> None:
+        """Redraw; the gateway is asked for its kernels at most once a second."""
         if self._live is None:
             return
         if time.monotonic() - self._last_poll >= 1.0:
@@ -65,7 +73,7 @@ class Panel:
                 self._error = exc.message
         self._live.update(self._render())
 
-    def _render(self) -> Any:
+    def _render(self) -> Table:
         from rich.table import Table
 
         grid = Table.grid(padding=(0, 2))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from envsync.cli.app import App
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from rich.status import Status
+
+    from envsync.env.sync import ProgressEvent
 
 
 class SyncView:
@@ -12,7 +19,7 @@ class SyncView:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._status: Any = None
+        self._status: Status | None = None
         self._last_phase = ""
         # A message line between two packages keeps showing how many are done.
         self._done = 0
@@ -23,11 +30,14 @@ class SyncView:
             self._status.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._status is not None:
-            self._status.__exit__(*exc)
+            self._status.__exit__(exc_type, exc, tb)
 
-    def update(self, event: Any) -> None:
+    def update(self, event: ProgressEvent) -> None:
+        """Show `event`: the spinner's text on a terminal, a line per phase elsewhere."""
         text = event.message
         if event.total:
             if event.done is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from envsync.cli.app import App
+
+if TYPE_CHECKING:
+    from envsync.lock.diff import LockDiff
 
 
 def esc(value: object) -> str:
@@ -12,6 +15,7 @@ def esc(value: object) -> str:
     from rich.markup import escape
 
     return escape(str(value))
+
 
 _STYLE = {
     "added": ("+", "green"),
@@ -24,14 +28,14 @@ _STYLE = {
 }
 
 
-def diff_lines(d: Any) -> list[str]:
+def diff_lines(d: LockDiff) -> list[str]:
     """Plain-markup lines describing a LockDiff (empty list when nothing changed)."""
-    lines = []
+    lines: list[str] = []
     if d.requires_python:
         lines.append(f"  requires-python: {esc(d.requires_python[0] or '(none)')} → {esc(d.requires_python[1] or '(none)')}")
     if d.environments:
-        old, new = d.environments
-        lines.append(f"  target environments: {', '.join(old) or '(none)'} → {', '.join(new) or '(none)'}")
+        was, now = d.environments
+        lines.append(f"  target environments: {', '.join(was) or '(none)'} → {', '.join(now) or '(none)'}")
     for c in d.changes:
         sign, style = _STYLE.get(c.kind, ("?", "white"))
         name, old, new = esc(c.name), esc(c.old), esc(c.new)
@@ -49,7 +53,8 @@ def diff_lines(d: Any) -> list[str]:
     return lines
 
 
-def print_diff(app: App, d: Any, *, title: str) -> None:
+def print_diff(app: App, d: LockDiff, *, title: str) -> None:
+    """A one-line summary of `d` under `title`, then a line per change."""
     if d.empty:
         app.say(f"{esc(title)}: no changes")
         return
