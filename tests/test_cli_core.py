@@ -733,6 +733,50 @@ def test_error_is_one_error_line_with_a_documented_exit_code_and_no_file_changes
     assert snapshot(tmp_path) == before
 
 
+# (case id) -> command line after `envsync` ({nb}: a locked notebook, {plain}: one without a manifest);
+# text in the ERROR line. Each is a mistake on the command line itself: exit 2, like argparse's own.
+USAGE_CASES: dict[str, tuple[list[str], str]] = {
+    "init-python-not-x-y": (["init", "{plain}", "--python", "3.x"], "--python '3.x' is not a version like 3.11"),
+    "export-pylock-with-environment": (
+        ["export", "{nb}", "--format", "pylock", "--environment", "linux-x86_64"],
+        "apply to --format requirements only",
+    ),
+    "export-pylock-with-python": (["export", "{nb}", "--python", "3.11"], "apply to --format requirements only"),
+    "export-unknown-environment": (
+        ["export", "{nb}", "--format", "requirements", "--environment", "solaris-sparc"],
+        "unknown target environment 'solaris-sparc'",
+    ),
+    "export-unknown-python": (
+        ["export", "{nb}", "--format", "requirements", "--python", "3.x"],
+        "unknown Python version '3.x'",
+    ),
+    "lock-upgrade-package-option": (
+        ["lock", "{nb}", "--upgrade-package=--index-url=http://evil.example/simple"],
+        "is not a package name",
+    ),
+    "envs-gc-negative-age": (["envs", "gc", "--older-than", "-1"], "is not a number of days"),
+    "envs-gc-nan-age": (["envs", "gc", "--older-than", "nan"], "is not a number of days"),
+    "stop-port-without-gateway": (["stop", "9"], "no envsync gateway is running on port 9"),
+    "index-allow-not-http": (["index", "allow", "ftp://mirror.example/simple"], "is not an http(s) URL"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_CASES))
+def test_usage_mistake_exits_2_with_one_error_line_and_no_file_changes(
+    case: str, tmp_path: Path, nb: Path, plain_nb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template, text = USAGE_CASES[case]
+    argv = [a.format(nb=nb, plain=plain_nb) for a in template]
+    before = snapshot(tmp_path)
+    r = envsync(capsys, *argv)
+    assert r.code == 2, r.err
+    assert len(r.error_lines) == 1, r.err
+    assert text in r.error_lines[0]
+    assert "Traceback" not in r.err
+    assert r.out == ""
+    assert snapshot(tmp_path) == before
+
+
 def test_non_allowed_index_error_says_how_to_allow_it(
     plain_nb: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ from envsync.cli.app import App
 
 if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
+    from envsync.lock.model import Lock
     from envsync.ops.project import LockResult
 
 
@@ -164,6 +165,7 @@ def _lock(args: argparse.Namespace, app: App) -> int:
     from envsync.cli.views.render import esc
     from envsync.ops import project
 
+    _check_package_names(args.upgrade_package)
     proj = project.load(args.notebook)
     if args.check:
         project.check_lock_current(proj)
@@ -181,6 +183,16 @@ def _lock(args: argparse.Namespace, app: App) -> int:
         progress=app.progress("uv: "),
     )
     return _result(app, res, verb="locked")
+
+
+def _check_package_names(names: list[str]) -> None:
+    """Each --upgrade-package is a package name (it is handed on to uv's command line)."""
+    from envsync import rules
+    from envsync.errors import UsageError
+
+    for name in names:
+        if not rules.is_package_name(name):
+            raise UsageError(f"--upgrade-package {rules.shown(name)!r} is not a package name")
 
 
 def _show(args: argparse.Namespace, app: App) -> int:
@@ -224,43 +236,60 @@ def _diff(args: argparse.Namespace, app: App) -> int:
 
 
 def _export(args: argparse.Namespace, app: App) -> int:
-    from envsync.errors import EnvsyncError
     from envsync.formats.pylock import export_pylock
-    from envsync.formats.requirements import export_requirements
-    from envsync.lock.targets import current_target, pythons_in_range
     from envsync.ops import project
 
+    _check_export_options(args)
     proj = project.load(args.notebook)
     lock = project.lock_of(proj)
     if args.format == "pylock":
         # Export looks files up on each package's index: only on indexes this machine allowed.
         for index in sorted({p.index for p in lock.packages if p.index}):
             app.settings.require_index_allowed(index)
-        if args.environment or args.python:
-            raise EnvsyncError("--environment and --python apply to --format requirements only")
         text = export_pylock(lock)
     else:
-        here = current_target()
-        target = args.environment or (here.name if here else None)
-        if target is None:
-            raise EnvsyncError("this machine is none of the target platforms; pass --environment")
-        if target not in lock.environments:
-            raise EnvsyncError(f"the lock does not cover {target}", hint="covered: " + ", ".join(lock.environments))
-        pythons = pythons_in_range(lock.requires_python)
-        python = args.python or pythons[0]
-        if python not in pythons:
-            raise EnvsyncError(f"the lock does not cover Python {python}", hint="covered: " + ", ".join(pythons))
-        text = export_requirements(lock, target=target, python=python)
+        text = _export_requirements(lock, environment=args.environment, python=args.python)
     if args.output:
+        from envsync.cli.views.render import esc
         from envsync.fsutil import atomic_write_text
 
         atomic_write_text(args.output, text)
-        from envsync.cli.views.render import esc
-
         app.say(f"wrote {esc(args.output)}")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _check_export_options(args: argparse.Namespace) -> None:
+    """Refuse an export command line that cannot mean anything, before reading the notebook."""
+    from envsync.errors import UsageError
+    from envsync.lock.targets import KNOWN_PYTHONS, TARGETS
+
+    if args.format == "pylock" and (args.environment or args.python):
+        raise UsageError("--environment and --python apply to --format requirements only")
+    if args.environment and args.environment not in TARGETS:
+        raise UsageError(f"unknown target environment {args.environment!r}", hint=f"choose from: {', '.join(TARGETS)}")
+    if args.python and args.python not in KNOWN_PYTHONS:
+        raise UsageError(f"unknown Python version {args.python!r}", hint=f"choose from: {', '.join(KNOWN_PYTHONS)}")
+
+
+def _export_requirements(lock: Lock, *, environment: str | None, python: str | None) -> str:
+    """Hashed requirements for one target and Python the lock covers (default: here, lowest)."""
+    from envsync.errors import EnvsyncError
+    from envsync.formats.requirements import export_requirements
+    from envsync.lock.targets import current_target, pythons_in_range
+
+    here = current_target()
+    target = environment or (here.name if here else None)
+    if target is None:
+        raise EnvsyncError("this machine is none of the target platforms; pass --environment")
+    if target not in lock.environments:
+        raise EnvsyncError(f"the lock does not cover {target}", hint="covered: " + ", ".join(lock.environments))
+    pythons = pythons_in_range(lock.requires_python)
+    chosen = python or pythons[0]
+    if chosen not in pythons:
+        raise EnvsyncError(f"the lock does not cover Python {chosen}", hint="covered: " + ", ".join(pythons))
+    return export_requirements(lock, target=target, python=chosen)
 
 
 def _import(args: argparse.Namespace, app: App) -> int:
