@@ -6,7 +6,6 @@ Exit codes (documented in README):
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3

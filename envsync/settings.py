@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -28,7 +28,6 @@ class Settings:
     allowed_indexes: tuple[str, ...] = ()
     verbose: bool = False
     offline: bool = False
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def envs_dir(self) -> Path:
