@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from envsync import proc  # noqa: E402
 from envsync.env import drift, interpreters, store  # noqa: E402
 from envsync.env.installers import env_python  # noqa: E402
-from envsync.env.sync import sync  # noqa: E402
 from envsync.formats.requirements import hashed_requirements  # noqa: E402
 from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint, packages_for  # noqa: E402
 from envsync.lock.targets import TARGETS, wheel_fits  # noqa: E402
+from envsync.ops.sync import sync  # noqa: E402
 from envsync.settings import DEFAULT_INDEX, Settings  # noqa: E402
 
 

@@ -1,7 +1,9 @@
 """The one place that starts processes.
 
 Nothing else in envsync imports `subprocess`. Commands are argv lists (never a
-shell), run with a cleaned environment, and every wait has a deadline.
+shell), run with a cleaned environment, and every wait has a deadline. Facts about
+a PID come from `procinfo.py` (re-exported here); a tool's failure text is read by
+`tooloutput.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -20,16 +21,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from envsync.errors import EnvsyncError, ToolError
+from envsync.procinfo import child_pids as child_pids
+from envsync.procinfo import cmdline as cmdline
+from envsync.procinfo import descendants as descendants
+from envsync.procinfo import pid_alive as pid_alive
+from envsync.procinfo import running, tree
+from envsync.procinfo import signal_pid as signal_pid
+from envsync.procinfo import start_time as start_time
+from envsync.tooloutput import last_line
 
 if TYPE_CHECKING:
     # Imported where used: psutil costs the CLI's start-up tens of milliseconds.
     import psutil
 
 log = logging.getLogger("envsync.proc")
-_T = TypeVar("_T")
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -177,34 +185,6 @@ def _collect(
     return out.text(), err.text()
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# uv words its reasons "  ╰─▶ Because …", "Caused by: …" or "cause: …": keep the reason.
-_PREFIX = re.compile(r"^(caused by|cause|error|hint):\s*", re.I)
-_UNREACHABLE = ("failed to fetch", "error sending request", "connection refused", "dns error", "timed out")
-
-
-def reason_lines(text: str) -> list[str]:
-    """A tool's output as plain non-empty lines, without colour, tree marks or `cause:` prefixes."""
-    out = []
-    for line in _ANSI.sub("", text).splitlines():
-        line = _PREFIX.sub("", line.strip().strip("╰─▶×│").strip()).strip()
-        if line:
-            out.append(line)
-    return out
-
-
-def last_line(text: str) -> str:
-    """The last non-empty line of a tool's output: usually its reason."""
-    lines = reason_lines(text)
-    return lines[-1] if lines else "no output"
-
-
-def looks_unreachable(text: str) -> bool:
-    """Does a tool's output say the network or the index could not be reached?"""
-    lower = text.lower()
-    return any(s in lower for s in _UNREACHABLE)
-
-
 def spawn(
     command: Sequence[str | os.PathLike[str]],
     *,
@@ -342,7 +322,7 @@ def _stop_tree(child: subprocess.Popen[bytes], *, interrupt_timeout: float, term
         # Look again before each signal: the children of a process that just died move to
         # init and drop out of its tree, so they are remembered from earlier looks.
         if child.poll() is None:  # once reaped, its PID may already name another process
-            below.update((p.pid, p) for p in _tree(child.pid))
+            below.update((p.pid, p) for p in tree(child.pid))
         for p in list(below.values()):
             with contextlib.suppress(psutil.Error):
                 below.update((c.pid, c) for c in p.children(recursive=True))
@@ -358,7 +338,7 @@ def _stop_tree(child: subprocess.Popen[bytes], *, interrupt_timeout: float, term
         return sent
 
     def ended() -> bool:
-        return child.poll() is not None and not any(_running(p) for p in below.values())
+        return child.poll() is not None and not any(running(p) for p in below.values())
 
     _escalate(
         send,
@@ -367,62 +347,3 @@ def _stop_tree(child: subprocess.Popen[bytes], *, interrupt_timeout: float, term
         terminate_timeout=terminate_timeout,
         kill_timeout=3.0,
     )
-
-
-def signal_pid(pid: int, sig: int) -> bool:
-    """Send `sig` to one PID; False if it is already gone."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _ask(pid: int, question: Callable[[psutil.Process], _T]) -> _T | None:
-    """`question` answered about the process `pid`, or None when it is gone or not ours to read."""
-    import psutil
-
-    try:
-        return question(psutil.Process(pid))
-    except (psutil.Error, OSError):
-        return None
-
-
-def _running(p: psutil.Process) -> bool:
-    import psutil
-
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    return _ask(pid, lambda p: p.children(recursive=True)) or []
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this PID exists and is not a zombie."""
-    return pid > 0 and bool(_ask(pid, _running))
-
-
-def child_pids(pid: int) -> list[int]:
-    """PIDs whose parent is `pid`; empty when `pid` is gone."""
-    return sorted(_ask(pid, lambda p: [c.pid for c in p.children()]) or [])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every PID below `pid` in the process tree (children, grandchildren, ...)."""
-    return sorted(p.pid for p in _tree(pid))
-
-
-def cmdline(pid: int) -> list[str] | None:
-    """The command line of a running process, or None when it is gone or not ours to read."""
-    return _ask(pid, lambda p: list(p.cmdline()))
-
-
-def start_time(pid: int) -> float | None:
-    """When a process started (seconds since the epoch): with the PID, it names one process."""
-    return _ask(pid, lambda p: float(p.create_time()))

@@ -13,11 +13,11 @@ from packaging.markers import default_environment
 
 from envsync import proc, uv
 from envsync.cli import main
-from envsync.env import drift, installers, interpreters, store
-from envsync.env.sync import ProgressEvent, sync
+from envsync.env import drift, installers, interpreters, inventory
 from envsync.errors import InstallError, LockError, ToolError, UsageError
 from envsync.formats.requirements import hashed_requirements
 from envsync.lock.model import Artifact, LockedPackage
+from envsync.ops.sync import ProgressEvent, sync
 from envsync.settings import Settings
 from tests.envhelpers import make_lock, settings_at
 from tests.wheelhouse import LocalIndex
@@ -148,7 +148,7 @@ def test_pip_backend_names_the_package_whose_hash_did_not_match(tmp_path: Path, 
     with pytest.raises(InstallError) as err:
         sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, backend="pip")
     assert err.value.message.startswith("hash mismatch for alpha==1.1.0: ")
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
 
 
 UV_MISMATCH = """\
@@ -215,7 +215,7 @@ def test_unknown_backend_exits_2_with_one_line(
     errors = [line for line in err.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "conda" in errors[0], err
     assert "Traceback" not in err
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
 
 
 def test_interpreter_reports_its_marker_environment_like_packaging_does() -> None:

@@ -18,9 +18,10 @@ from subprocess import Popen
 import pytest
 
 from envsync import proc
-from envsync.env import store
-from envsync.env.sync import check, sync
+from envsync.env import inventory, store
+from envsync.env.sync import check
 from envsync.lock.model import Lock
+from envsync.ops.sync import sync
 from tests.envhelpers import BASE, PYTHON, imported_versions, make_lock, settings_at
 from tests.support.processes import alive, child_env, descendants
 from tests.support.wait import wait_until
@@ -33,7 +34,7 @@ import json, sys
 from pathlib import Path
 from envsync.lock.model import lock_from_dict
 from envsync.settings import Settings
-from envsync.env.sync import sync
+from envsync.ops.sync import sync
 cfg = json.loads(Path(sys.argv[1]).read_text())
 settings = Settings(home=Path(cfg["home"]), allowed_indexes=(cfg["index"],))
 result = sync(lock=lock_from_dict(cfg["lock"]), project=cfg["project"], notebook=Path("n.ipynb"), settings=settings)
@@ -168,7 +169,7 @@ def _next_sync_succeeds(children: Children, gated: GatedIndex) -> Path:
     assert result.drift.clean
     assert imported_versions(result.python, ["alpha", "beta"]) == {"alpha": "1.1.0", "beta": "1.0.0"}
     assert check(lock=children.lock, settings=settings).clean
-    assert [e.path for e in store.list_envs(settings) if e.state == "ready"] == [result.env]
+    assert [e.path for e in inventory.list_envs(settings) if e.state == "ready"] == [result.env]
     return result.env
 
 
@@ -194,7 +195,7 @@ def test_build_killed_while_downloading_is_rebuilt(children: Children, gated: Ga
     assert store.read_ready(half[0]) is None
     children.end_orphans()
     settings = settings_at(children.home)
-    store.gc(settings, older_than_days=365)
+    inventory.gc(settings, older_than_days=365)
     assert _env_dirs(children.home) == [rebuilt]
 
 

@@ -9,8 +9,9 @@ import pytest
 from envsync import proc
 from envsync.env import drift, store
 from envsync.env.store import EnvRecord
-from envsync.env.sync import check, sync
+from envsync.env.sync import check
 from envsync.errors import DriftError
+from envsync.ops.sync import sync
 from tests.envhelpers import imported_versions, make_lock, settings_at
 from tests.wheelhouse import LocalIndex
 

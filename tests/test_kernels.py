@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -14,9 +16,9 @@ from hypothesis import strategies as st
 
 from envsync import rules
 from envsync.env import store
-from envsync.env.sync import sync
 from envsync.errors import KernelError, ManifestError
 from envsync.jupyter import kernelspecs as kernels
+from envsync.ops.sync import sync
 from envsync.settings import Settings
 from tests.envhelpers import BASE, make_lock, settings_at
 from tests.wheelhouse import LocalIndex
@@ -51,6 +53,17 @@ def _fake_env(settings: Settings, name: str) -> Path:
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
     return env / "bin" / "python"
+
+
+def _write(settings: Settings, *, python: Path, **kw: Any) -> str:
+    """kernels.write as a sync calls it: the env's key, and holds as the store sees them."""
+    return kernels.write(
+        settings,
+        python=python,
+        env_key=store.key_of(python.parent.parent),
+        held=partial(store.in_use, settings),
+        **kw,
+    )
 
 
 def test_kernelspec_runs_env_python_with_ipykernel_and_names_project(
@@ -98,7 +111,7 @@ def test_prune_and_remove_never_touch_python3_or_foreign_kernels(tmp_path: Path,
     users = _python3(user_jupyter)
     before = (mine / "kernel.json").read_text()
     gone_python = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
-    kernels.write(
+    _write(
         settings,
         project="old",
         notebook="n",
@@ -125,10 +138,10 @@ def test_prune_keeps_kernels_whose_env_exists_and_dry_run_removes_nothing(tmp_pa
     settings = settings_at(tmp_path / "home")
     alive = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
     dead = _fake_env(settings, "fedcba9876543210-cp311-bbbbbb")
-    kernels.write(
+    _write(
         settings, project="a", notebook="n", fingerprint="sha256:a", python=alive, python_version="3.11.7"
     )
-    kernels.write(
+    _write(
         settings, project="b", notebook="n", fingerprint="sha256:b", python=dead, python_version="3.11.7"
     )
     os.unlink(dead)
@@ -141,7 +154,7 @@ def test_prune_keeps_kernels_whose_env_exists_and_dry_run_removes_nothing(tmp_pa
 def test_remove_deletes_an_envsync_kernel_from_both_places(tmp_path: Path, user_jupyter: Path) -> None:
     settings = settings_at(tmp_path / "home")
     python = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
-    kernels.write(
+    _write(
         settings,
         project="a",
         notebook="n",
@@ -165,7 +178,7 @@ def test_a_foreign_kernel_with_our_name_is_not_overwritten(tmp_path: Path, user_
     (theirs / "kernel.json").write_text(json.dumps({"argv": ["python"], "display_name": "mine"}))
     python = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
     with pytest.raises(KernelError, match="envsync did not create"):
-        kernels.write(
+        _write(
             settings,
             project="demo",
             notebook="n",
@@ -241,7 +254,7 @@ def test_a_kernel_folder_without_kernel_json_is_written_into(tmp_path: Path) -> 
     settings = settings_at(tmp_path / "home")
     (settings.kernels_dir / "envsync-demo").mkdir(parents=True)
     python = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
-    name = kernels.write(
+    name = _write(
         settings, project="demo", notebook="n", fingerprint="sha256:a", python=python, python_version="3.11.7"
     )
     assert name == "envsync-demo"

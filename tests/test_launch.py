@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from envsync import proc
-from envsync.env import store
+from envsync.env import inventory, store
 from envsync.settings import Settings
 from tests.kernel_client import execute
 from tests.manifests import (
@@ -480,7 +480,7 @@ def test_hash_change_at_the_same_version_needs_yes_and_then_fails_the_install(
     assert len(errors) == 1 and errors[0].startswith("ERROR hash mismatch for alpha==1.1.0"), err
     settings = Settings(home=own_home)
     assert store.ready_envs(settings, tampered) == []
-    assert [e.fingerprint for e in store.list_envs(settings) if e.state == "ready"] == [first["fingerprint"]]
+    assert [e.fingerprint for e in inventory.list_envs(settings) if e.state == "ready"] == [first["fingerprint"]]
     status = envsync(own_env, "status", "--json")
     assert json.loads(status.stdout) == []
     # The failed run is not remembered as run: the next launch still asks for --yes.

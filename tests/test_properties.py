@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint, diff
+from envsync.lock.diff import diff
+from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint
 from envsync.notebook import file as notebook
 
 PROFILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

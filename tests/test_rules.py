@@ -11,7 +11,7 @@ import pytest
 from envsync import rules
 from envsync.cli import main
 from envsync.errors import ManifestError
-from envsync.notebook.manifest import schema_path
+from envsync.notebook.schema import schema_path
 from tests.manifests import edit_manifest
 
 _ONE_LINE = "^(?![\\s\\S]*\\n)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envsync import proc
-from envsync.env import store
+from envsync.env import inventory, store
 from envsync.errors import InstallError
 from envsync.settings import Settings
 from tests.envhelpers import PYTHON, settings_at
@@ -58,7 +58,7 @@ def test_a_directory_without_ready_marker_is_not_an_env(tmp_path: Path) -> None:
     half = _env(settings, "ab12ab12ab12ab12-cp311-000001", ready=False)
     assert store.read_ready(half) is None
     assert store.ready_envs(settings, FP) == []
-    assert [e.state for e in store.list_envs(settings)] == ["incomplete"]
+    assert [e.state for e in inventory.list_envs(settings)] == ["incomplete"]
 
 
 def test_marker_for_another_lock_or_damaged_marker_is_not_ready(tmp_path: Path) -> None:
@@ -75,14 +75,14 @@ def test_env_whose_interpreter_is_gone_is_broken_not_ready(tmp_path: Path) -> No
     env = _env(settings, "ab12ab12ab12ab12-cp311-000001")
     os.unlink(env / "bin" / "python")
     assert store.ready_envs(settings, FP) == []
-    assert [e.state for e in store.list_envs(settings)] == ["broken"]
+    assert [e.state for e in inventory.list_envs(settings)] == ["broken"]
 
 
 def test_list_envs_reports_a_build_in_progress(tmp_path: Path) -> None:
     settings = settings_at(tmp_path)
     _env(settings, "ab12ab12ab12ab12-cp311-000001", ready=False)
     with store.locked(settings, "ab12ab12ab12ab12-cp311"):
-        assert [e.state for e in store.list_envs(settings)] == ["building"]
+        assert [e.state for e in inventory.list_envs(settings)] == ["building"]
 
 
 def test_ready_envs_prefers_the_most_recently_used(tmp_path: Path) -> None:
@@ -100,9 +100,9 @@ def test_gc_removes_envs_unused_for_n_days_and_keeps_recent_ones(tmp_path: Path)
     now = time.time()
     old = _env(settings, "ab12ab12ab12ab12-cp311-000001", used=now - 40 * 86400)
     recent = _env(settings, "cd34cd34cd34cd34-cp311-000002", used=now - 2 * 86400, fp="sha256:" + "cd34" * 16)
-    preview = store.gc(settings, older_than_days=30, dry_run=True, now=now)
+    preview = inventory.gc(settings, older_than_days=30, dry_run=True, now=now)
     assert [e.key for e in preview.removed] == ["ab12ab12ab12ab12-cp311"] and old.exists()
-    result = store.gc(settings, older_than_days=30, now=now)
+    result = inventory.gc(settings, older_than_days=30, now=now)
     assert [(e.key, e.reason) for e in result.removed] == [("ab12ab12ab12ab12-cp311", "unused for 30 days")]
     assert [(e.key, e.reason) for e in result.kept] == [("cd34cd34cd34cd34-cp311", "recently used")]
     assert not old.exists() and recent.exists()
@@ -113,22 +113,22 @@ def test_gc_never_removes_an_env_in_use(tmp_path: Path) -> None:
     settings = settings_at(tmp_path)
     env = _env(settings, "ab12ab12ab12ab12-cp311-000001", used=1.0)
     with store.hold(settings, env):
-        result = store.gc(settings, older_than_days=1)
+        result = inventory.gc(settings, older_than_days=1)
         assert [(e.removed, e.reason) for e in result.entries] == [(False, "in use")]
     assert env.exists()
-    assert [e.removed for e in store.gc(settings, older_than_days=1).entries] == [True]
+    assert [e.removed for e in inventory.gc(settings, older_than_days=1).entries] == [True]
 
 
 def test_gc_never_removes_a_half_built_env_of_a_live_build(tmp_path: Path) -> None:
     settings = settings_at(tmp_path)
     half = _env(settings, "ab12ab12ab12ab12-cp311-000001", ready=False)
     with store.locked(settings, "ab12ab12ab12ab12-cp311"):
-        assert [(e.removed, e.reason) for e in store.gc(settings, older_than_days=0).entries] == [
+        assert [(e.removed, e.reason) for e in inventory.gc(settings, older_than_days=0).entries] == [
             (False, "busy")
         ]
         assert half.exists()
     # The build died (its lock is free): the leftover goes, whatever its age.
-    assert [(e.removed, e.reason) for e in store.gc(settings, older_than_days=365).entries] == [
+    assert [(e.removed, e.reason) for e in inventory.gc(settings, older_than_days=365).entries] == [
         (True, "incomplete build")
     ]
     assert not half.exists()

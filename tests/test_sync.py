@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from envsync.env import history, interpreters, store
+from envsync.env import history, interpreters, inventory, store
 from envsync.env import sync as sync_mod
-from envsync.env.sync import ProgressEvent, SyncResult, sync
 from envsync.errors import IndexNotAllowedError, InstallError, InterpreterNotFoundError, ManifestError
 from envsync.lock.model import Lock
+from envsync.ops.sync import ProgressEvent, SyncResult, sync
 from envsync.settings import Settings
 from tests.envhelpers import BASE, imported_versions, make_lock, settings_at, tree_snapshot
 from tests.wheelhouse import LocalIndex, build_wheel, sha256_file
@@ -87,7 +87,7 @@ def test_two_notebooks_with_the_same_lock_share_one_env(built) -> None:
     other = sync(lock=lock, project="other-notebook", notebook=Path("b.ipynb"), settings=settings)
     assert other.env == first.env and not other.installer_ran
     assert other.kernel_name == "envsync-other-notebook"
-    assert len([e for e in store.list_envs(settings) if e.state == "ready"]) == 1
+    assert len([e for e in inventory.list_envs(settings) if e.state == "ready"]) == 1
 
 
 def test_progress_reports_each_phase_of_a_build(built) -> None:
@@ -124,7 +124,7 @@ def test_tampered_hash_fails_naming_the_package_and_leaves_no_env(
         sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
     assert err.value.message.startswith("hash mismatch for alpha==1.1.0")
     assert "\n" not in err.value.message
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
     assert not (settings.kernels_dir / "envsync-demo").exists()
     assert history.last_run(settings, "demo") is None
 
@@ -147,7 +147,7 @@ def test_reuploaded_file_on_the_index_fails_with_hash_mismatch(
         index.replace(alpha, other.read_bytes())
         with pytest.raises(InstallError, match=r"^hash mismatch for alpha==1\.1\.0"):
             sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
-        assert store.list_envs(settings) == []
+        assert inventory.list_envs(settings) == []
     finally:
         index.stop()
 
@@ -210,7 +210,7 @@ def test_interrupted_build_leaves_no_env(tmp_path: Path, local_index: LocalIndex
             settings=settings,
             progress=ctrl_c,
         )
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
     again = sync(lock=make_lock(local_index), project="demo", notebook=Path("n.ipynb"), settings=settings)
     assert again.installer_ran and again.drift.clean
 
@@ -222,11 +222,11 @@ def test_sync_with_hold_keeps_gc_away_until_released(tmp_path: Path, local_index
     )
     assert result.hold is not None
     try:
-        gone = store.gc(settings, older_than_days=0, now=10**10)
+        gone = inventory.gc(settings, older_than_days=0, now=10**10)
         assert [e.reason for e in gone.entries] == ["in use"] and result.env.exists()
     finally:
         result.hold.release()
-    assert [e.key for e in store.gc(settings, older_than_days=0, now=10**10).removed] == [result.key]
+    assert [e.key for e in inventory.gc(settings, older_than_days=0, now=10**10).removed] == [result.key]
     assert not result.env.exists()
 
 
@@ -242,7 +242,7 @@ def test_index_gone_fails_cleanly_and_leaves_no_env(tmp_path: Path, local_index:
             lock=make_lock(local_index, url=dead), project="demo", notebook=Path("n.ipynb"), settings=settings
         )
     assert "\n" not in err.value.message
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
 
 
 def test_disk_full_when_writing_the_ready_marker_leaves_no_env(
@@ -258,7 +258,7 @@ def test_disk_full_when_writing_the_ready_marker_leaves_no_env(
     monkeypatch.setattr(store, "write_ready", full)
     with pytest.raises(InstallError, match="^cannot build the environment in .*: No space left on device$"):
         sync(lock=make_lock(local_index), project="demo", notebook=Path("n.ipynb"), settings=settings)
-    assert store.list_envs(settings) == []
+    assert inventory.list_envs(settings) == []
     monkeypatch.undo()
     assert sync(
         lock=make_lock(local_index), project="demo", notebook=Path("n.ipynb"), settings=settings

@@ -7,6 +7,7 @@ every reuse of an env can afford it.
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 import time
@@ -81,10 +82,18 @@ def _from_dirname(dirname: str) -> tuple[str, str] | None:
     return (name, version) if sep and version else None
 
 
+class DriftKind(enum.StrEnum):
+    """How one package of an env differs from its lock; the values are what `--json` shows."""
+
+    MISSING = "missing"  # locked, not installed
+    EXTRA = "extra"  # installed, not in the lock
+    CHANGED = "changed"  # installed at another version
+
+
 @dataclass(frozen=True)
 class Difference:
     name: str
-    kind: str  # missing | extra | changed
+    kind: DriftKind
     locked: str | None
     installed: str | None
 
@@ -104,20 +113,20 @@ class DriftReport:
     def clean(self) -> bool:
         return not self.differences
 
-    def of_kind(self, kind: str) -> list[Difference]:
+    def of_kind(self, kind: DriftKind) -> list[Difference]:
         return [d for d in self.differences if d.kind == kind]
 
     @property
     def missing(self) -> list[Difference]:
-        return self.of_kind("missing")
+        return self.of_kind(DriftKind.MISSING)
 
     @property
     def extra(self) -> list[Difference]:
-        return self.of_kind("extra")
+        return self.of_kind(DriftKind.EXTRA)
 
     @property
     def changed(self) -> list[Difference]:
-        return self.of_kind("changed")
+        return self.of_kind(DriftKind.CHANGED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,14 +161,14 @@ def compare(
     for name in sorted(set(want) | set(have)):
         locked, inst = want.get(name), have.get(name)
         if inst is None:
-            diffs.append(Difference(name, "missing", locked, None))
+            diffs.append(Difference(name, DriftKind.MISSING, locked, None))
         elif locked is None:
             if seed and name in seed:
                 ignored.append(name)
             else:
-                diffs.append(Difference(name, "extra", None, inst))
+                diffs.append(Difference(name, DriftKind.EXTRA, None, inst))
         elif not _same_version(locked, inst):
-            diffs.append(Difference(name, "changed", locked, inst))
+            diffs.append(Difference(name, DriftKind.CHANGED, locked, inst))
     return tuple(diffs), tuple(ignored)
 
 

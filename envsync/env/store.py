@@ -9,7 +9,7 @@ Layout under `Settings.envs_dir`:
     <key>-<build>/envsync-used        its mtime is the env's last use
     .locks/<key>.lock                 held while an env of that key is built, checked,
                                       repaired or deleted
-    .holds/<dir>/<pid>-<rand>.hold    each OS-locked by a process using the env (see inuse.py)
+    .holds/<dir>/<pid>-<rand>.hold    each OS-locked by a process using the env (see holds.py)
     .trash/                           envs being deleted are renamed here first
 
 Why a build id: each build gets a directory of its own and is never renamed (a venv is
@@ -36,7 +36,6 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from envsync.env.holds import EnvHold as EnvHold  # re-exported: callers hold envs through the store
-from envsync.env.holds import holds_dir
 from envsync.env.holds import in_use as in_use
 from envsync.env.installers import env_python
 from envsync.errors import InstallError
@@ -132,7 +131,7 @@ def ready_envs(settings: Settings, fingerprint: str, *, key: str | None = None) 
     """Complete, usable envs of this lock (and `key`) on this machine, most recently used first."""
     prefix = (key or fingerprint.split(":", 1)[-1].lower()[:16]) + "-"
     found = []
-    for path in _env_dirs(settings):
+    for path in env_dirs(settings):
         if path.name.startswith(prefix):
             rec = read_ready(path, fingerprint=fingerprint)
             if rec is not None and rec.usable():
@@ -142,7 +141,7 @@ def ready_envs(settings: Settings, fingerprint: str, *, key: str | None = None) 
 
 def dirs_of(settings: Settings, key: str) -> list[Path]:
     """Every directory of `key`, complete or not."""
-    return [p for p in _env_dirs(settings) if key_of(p) == key]
+    return [p for p in env_dirs(settings) if key_of(p) == key]
 
 
 def mark_used(path: Path, *, now: float | None = None) -> None:
@@ -207,7 +206,8 @@ def discard(settings: Settings, path: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
 
 
-def _env_dirs(settings: Settings) -> list[Path]:
+def env_dirs(settings: Settings) -> list[Path]:
+    """Every env directory of the store, complete or not, in name order."""
     try:
         entries = list(os.scandir(settings.envs_dir))
     except OSError:
@@ -229,7 +229,8 @@ def hold(settings: Settings, path: Path, *, timeout: float = LOCK_TIMEOUT) -> En
         return EnvHold(settings, path)
 
 
-def _try_lock(settings: Settings, key: str) -> FileLock | None:
+def try_lock(settings: Settings, key: str) -> FileLock | None:
+    """The key's lock if nobody holds it now (release it when done), else None; never waits."""
     lock = FileLock(_lock_path(settings, key))
     try:
         lock.acquire(timeout=0)
@@ -247,129 +248,3 @@ def clear_key(settings: Settings, key: str) -> list[Path]:
         else:
             discard(settings, path)
     return kept
-
-
-@dataclass(frozen=True)
-class EnvInfo:
-    """One directory of the store, as `envs list` shows it."""
-
-    key: str
-    path: Path
-    state: str  # ready | building | incomplete (a build that died) | broken (interpreter gone)
-    fingerprint: str | None
-    python_version: str | None
-    backend: str | None
-    packages: int
-    created: float | None
-    last_used: float | None
-    in_use: bool
-    size_bytes: int | None = None
-
-
-def list_envs(settings: Settings, *, with_size: bool = False) -> list[EnvInfo]:
-    """Every env directory of the store with its state; never waits for a build."""
-    out = []
-    for path in _env_dirs(settings):
-        rec = read_ready(path)
-        if rec is not None:
-            state = "ready" if rec.usable() else "broken"
-        else:
-            lock = _try_lock(settings, key_of(path))
-            state = "building" if lock is None else "incomplete"
-            if lock is not None:
-                lock.release()
-        out.append(
-            EnvInfo(
-                key=key_of(path),
-                path=path,
-                state=state,
-                fingerprint=rec.fingerprint if rec else None,
-                python_version=rec.python_version if rec else None,
-                backend=rec.backend if rec else None,
-                packages=len(rec.installed) if rec else 0,
-                created=rec.created if rec else None,
-                last_used=last_used(path),
-                in_use=in_use(settings, path),
-                size_bytes=_size(path) if with_size else None,
-            )
-        )
-    return out
-
-
-def _size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
-
-
-@dataclass(frozen=True)
-class GcEntry:
-    key: str
-    path: Path
-    removed: bool
-    reason: str  # unused for N days | incomplete build | broken | in use | busy | recently used
-
-
-@dataclass(frozen=True)
-class GcResult:
-    entries: tuple[GcEntry, ...]
-    dry_run: bool
-
-    @property
-    def removed(self) -> list[GcEntry]:
-        return [e for e in self.entries if e.removed]
-
-    @property
-    def kept(self) -> list[GcEntry]:
-        return [e for e in self.entries if not e.removed]
-
-
-def gc(
-    settings: Settings, *, older_than_days: float, dry_run: bool = False, now: float | None = None
-) -> GcResult:
-    """Remove envs unused for `older_than_days`, and dead builds whatever their age.
-
-    Never removes an env a live process holds (`hold`), nor any env of a key whose
-    lock is taken (a build, check or repair in progress). With `dry_run`, only reports.
-    """
-    cutoff = (time.time() if now is None else now) - older_than_days * 86400
-    entries = []
-    for path in _env_dirs(settings):
-        key = key_of(path)
-        lock = _try_lock(settings, key)
-        if lock is None:
-            entries.append(GcEntry(key, path, False, "busy"))
-            continue
-        try:
-            rec = read_ready(path)
-            if in_use(settings, path):
-                reason, remove = "in use", False
-            elif rec is None:
-                reason, remove = "incomplete build", True
-            elif not rec.usable():
-                reason, remove = "broken (its Python is gone)", True
-            elif (last_used(path) or rec.created) < cutoff:
-                reason, remove = f"unused for {older_than_days:g} days", True
-            else:
-                reason, remove = "recently used", False
-            if remove and not dry_run:
-                discard(settings, path)
-                shutil.rmtree(holds_dir(settings, path), ignore_errors=True)
-            entries.append(GcEntry(key, path, remove, reason))
-        finally:
-            lock.release()
-    if not dry_run:
-        # Deletions a crash interrupted: already out of their keys, nobody uses them.
-        for leftover in _children(settings.envs_dir / ".trash"):
-            shutil.rmtree(leftover, ignore_errors=True)
-    return GcResult(tuple(entries), dry_run)
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return [Path(e.path) for e in os.scandir(folder)]
-    except OSError:
-        return []

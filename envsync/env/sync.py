@@ -1,40 +1,49 @@
-"""Lock -> a verified env and its kernel: build it once, reuse it after a fast check, repair it.
+"""Lock -> a verified env: build it once, reuse it after a fast check, repair it.
 
-`sync` is what `envsync sync` and `launch` call. It records the run in history at
-the end, so a caller that wants to say what changed reads `history.last_run` first.
+`prepare` is the env half of `envsync.ops.sync.sync`, which then registers the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from envsync.env import drift, history, installers, interpreters, store
+from envsync.env import drift, installers, interpreters, store
 from envsync.env.installers import Installer
 from envsync.env.interpreters import Interpreter
 from envsync.errors import DriftError, InstallError, ToolError
 from envsync.formats.requirements import hashed_requirements
 from envsync.fsutil import atomic_write_text
-from envsync.jupyter import kernelspecs
 from envsync.lock.model import Lock, packages_for, verify
-from envsync.rules import check_project
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
 
 REQUIREMENTS = "envsync-requirements.txt"
 
 
+class Phase(enum.StrEnum):
+    """The step of a sync a ProgressEvent reports."""
+
+    INTERPRETER = "interpreter"
+    WAIT = "wait"
+    VENV = "venv"
+    INSTALL = "install"
+    DOWNLOAD = "download"
+    VERIFY = "verify"
+    REUSE = "reuse"
+    REPAIR = "repair"
+    KERNEL = "kernel"
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One step of a long sync, for the CLI to render.
+    """One step of a long sync, for the CLI to render."""
 
-    phase: interpreter | wait | venv | install | download | verify | reuse | repair | kernel
-    """
-
-    phase: str
+    phase: Phase
     message: str
     done: int | None = None
     total: int | None = None
@@ -43,68 +52,44 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+def _quiet(_event: ProgressEvent) -> None:
+    return None
+
+
 @dataclass(frozen=True)
-class SyncResult:
-    env: Path
-    key: str
-    python: Path
-    python_version: str
-    kernel_name: str
-    reused: bool
+class ReadyEnv:
+    """A complete env of the lock on this machine, as `prepare` leaves it."""
+
+    record: store.EnvRecord
+    reused: bool  # an env that was already there (perhaps repaired), not a new build
     installer_ran: bool
-    repaired: tuple[str, ...]
-    drift: drift.DriftReport  # the env after the sync: not clean when drift was found and not repaired
-    backend: str
-    packages: int
-    seconds: float
-    hold: store.EnvHold | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "env": str(self.env),
-            "key": self.key,
-            "python": str(self.python),
-            "python-version": self.python_version,
-            "kernel": self.kernel_name,
-            "reused": self.reused,
-            "installer-ran": self.installer_ran,
-            "repaired": list(self.repaired),
-            "drift": self.drift.to_dict(),
-            "backend": self.backend,
-            "packages": self.packages,
-            "seconds": round(self.seconds, 3),
-        }
+    repaired: tuple[str, ...]  # the packages a repair reinstalled or removed
+    drift: drift.DriftReport  # not clean when drift was found and not repaired
 
 
-def sync(
+@contextlib.contextmanager
+def prepare(
     *,
     lock: Lock,
-    project: str,
-    notebook: Path,
     settings: Settings,
     backend: str | None = None,
     python: str | None = None,
-    register_user: bool = False,
     repair: bool = False,
-    hold: bool = False,
     progress: Progress | None = None,
-) -> SyncResult:
-    """Make sure an env matching `lock` exists on this machine and register its kernel.
+) -> Iterator[ReadyEnv]:
+    """Reuse, repair or build the env of `lock`; yield it while its key's lock is held.
 
-    Reuses a complete env of the same lock without running the installer (its drift
-    is checked in-process); builds one otherwise. `python` asks for a particular
-    interpreter ("3.12" or a path); `repair` fixes a drifted env in place; `hold`
-    returns the env already held (`store.hold`) for a gateway about to use it.
-    `backend` applies to builds: an env built by either backend is reused as it is,
-    since both install the same distributions.
+    Reuses a complete env of the same lock without running the installer (its drift is
+    checked in-process); builds one otherwise. `python` asks for a particular interpreter
+    ("3.12" or a path); `repair` fixes a drifted env in place. `backend` applies to builds:
+    an env built by either backend is reused as it is, since both install the same
+    distributions. Inside the block `gc` cannot remove the env, so a caller can register
+    and hold it there.
     """
-    start = time.perf_counter()
-    check_project(project)
     # The fingerprint names the env on disk: it must be the hash of these very packages.
     verify(lock)
     indexes = allowed_indexes(lock, settings)
-    report = progress or (lambda _event: None)
-    notebook_path = str(Path(notebook).absolute())
+    report = progress or _quiet
     for _attempt in range(3):
         interp: Interpreter | None = None
         candidates = [] if python else _in_range(store.ready_envs(settings, lock.fingerprint), lock)
@@ -113,7 +98,7 @@ def sync(
         else:
             report(
                 ProgressEvent(
-                    "interpreter", f"choosing a Python for requires-python {lock.requires_python!r}"
+                    Phase.INTERPRETER, f"choosing a Python for requires-python {lock.requires_python!r}"
                 )
             )
             interp = interpreters.find(
@@ -122,59 +107,46 @@ def sync(
             key = store.env_key(lock.fingerprint, interp.tag)
 
         def waiting(key: str = key) -> None:
-            report(ProgressEvent("wait", f"waiting for another envsync working on environment {key}"))
+            report(ProgressEvent(Phase.WAIT, f"waiting for another envsync working on environment {key}"))
 
         with store.locked(settings, key, on_wait=waiting):
             ready = store.ready_envs(settings, lock.fingerprint, key=key)
             if not ready and interp is None:
                 continue  # the env we meant to reuse went away (gc); choose again
-            repaired: tuple[str, ...] = ()
             if ready:
-                rec = ready[0]
-                report(ProgressEvent("reuse", f"reusing environment {rec.path.name}"))
-                state = drift.check(rec, lock)
-                ran = repair and not state.clean
-                if ran:
-                    rec, state, repaired = _repair(rec, lock, settings, indexes, state, report)
+                env = _reuse(ready[0], lock, settings, indexes, repair, report)
             else:
-                assert interp is not None
-                rec = _build(settings, lock, key, interp, backend, indexes, report)
-                state = drift.check(rec, lock)
-                ran = True
-            store.mark_used(rec.path)
-            report(ProgressEvent("kernel", f"registering kernel for {project}"))
-            name = kernelspecs.write(
-                settings,
-                project=project,
-                notebook=notebook_path,
-                fingerprint=lock.fingerprint,
-                python=rec.python,
-                python_version=rec.python_version,
-                register_user=register_user,
-            )
-            held = store.EnvHold(settings, rec.path) if hold else None
-        try:
-            history.record_run(settings, project=project, lock=lock, notebook=notebook_path)
-        except BaseException:
-            if held is not None:
-                held.release()
-            raise
-        return SyncResult(
-            env=rec.path,
-            key=rec.key,
-            python=rec.python,
-            python_version=rec.python_version,
-            kernel_name=name,
-            reused=bool(ready),
-            installer_ran=ran,
-            repaired=repaired,
-            drift=state,
-            backend=rec.backend,
-            packages=len(drift.expected(lock, rec.marker_env)),
-            seconds=time.perf_counter() - start,
-            hold=held,
-        )
+                env = _fresh(settings, lock, key, interp, backend, indexes, report)
+            store.mark_used(env.record.path)
+            yield env
+            return
     raise InstallError("the environment kept disappearing while envsync tried to use it", hint="run again")
+
+
+def _reuse(
+    rec: store.EnvRecord, lock: Lock, settings: Settings, indexes: list[str], repair: bool, report: Progress
+) -> ReadyEnv:
+    report(ProgressEvent(Phase.REUSE, f"reusing environment {rec.path.name}"))
+    state = drift.check(rec, lock)
+    ran = repair and not state.clean
+    repaired: tuple[str, ...] = ()
+    if ran:
+        rec, state, repaired = _repair(rec, lock, settings, indexes, state, report)
+    return ReadyEnv(rec, reused=True, installer_ran=ran, repaired=repaired, drift=state)
+
+
+def _fresh(
+    settings: Settings,
+    lock: Lock,
+    key: str,
+    interp: Interpreter | None,
+    backend: str | None,
+    indexes: list[str],
+    report: Progress,
+) -> ReadyEnv:
+    assert interp is not None  # chosen above whenever no ready env was found
+    rec = _build(settings, lock, key, interp, backend, indexes, report)
+    return ReadyEnv(rec, reused=False, installer_ran=True, repaired=(), drift=drift.check(rec, lock))
 
 
 def check(*, lock: Lock, settings: Settings, python: str | None = None) -> drift.DriftReport:
@@ -221,7 +193,7 @@ def _build(
     pkgs = packages_for(lock, interp.marker_env)
     try:
         report(
-            ProgressEvent("venv", f"creating a virtual environment with Python {interp.version} ({be.name})")
+            ProgressEvent(Phase.VENV, f"creating a virtual environment with Python {interp.version} ({be.name})")
         )
         try:
             be.create(path, interp.path)
@@ -232,9 +204,9 @@ def _build(
         seed = drift.installed(path)
         requirements = path / REQUIREMENTS
         atomic_write_text(requirements, hashed_requirements(pkgs))
-        report(ProgressEvent("install", f"installing {len(pkgs)} packages with {be.name}", 0, len(pkgs)))
+        report(ProgressEvent(Phase.INSTALL, f"installing {len(pkgs)} packages with {be.name}", 0, len(pkgs)))
         _install(be, path, requirements, indexes, settings, len(pkgs), report)
-        report(ProgressEvent("verify", "checking what was installed against the lock"))
+        report(ProgressEvent(Phase.VERIFY, "checking what was installed against the lock"))
         have = drift.installed(path)
         diffs, _ignored = drift.compare(drift.expected(lock, interp.marker_env), have, seed=seed)
         if diffs:
@@ -275,12 +247,12 @@ def _repair(
     report: Progress,
 ) -> tuple[store.EnvRecord, drift.DriftReport, tuple[str, ...]]:
     names = tuple(d.name for d in found.differences)
-    report(ProgressEvent("repair", f"repairing {len(names)} packages: {', '.join(names)}"))
+    report(ProgressEvent(Phase.REPAIR, f"repairing {len(names)} packages: {', '.join(names)}"))
     # The env's own installer: a pip-built env keeps pip, a uv-built one has none.
     be = installers.choose(rec.backend)
     # Withdrawn first: if the repair dies midway, the next sync rebuilds instead of trusting it.
     store.unready(rec.path)
-    remove = [d.name for d in found.differences if d.kind in ("extra", "changed")]
+    remove = [d.name for d in found.differences if d.kind in (drift.DriftKind.EXTRA, drift.DriftKind.CHANGED)]
     try:
         be.uninstall(rec.path, remove)
     except ToolError as exc:
@@ -315,12 +287,12 @@ def _install(
         if step is None:
             return
         if step.kind == "download":
-            report(ProgressEvent("download", step.text))
+            report(ProgressEvent(Phase.DOWNLOAD, step.text))
         elif step.kind == "installed":
             done += 1
-            report(ProgressEvent("install", step.text, done, total))
+            report(ProgressEvent(Phase.INSTALL, step.text, done, total))
         else:
-            report(ProgressEvent("install", step.text, None, total))
+            report(ProgressEvent(Phase.INSTALL, step.text, None, total))
 
     try:
         be.install(env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line)

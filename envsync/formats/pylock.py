@@ -7,10 +7,8 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -18,65 +16,14 @@ from envsync import rules
 from envsync.errors import EnvsyncError, LockError
 from envsync.formats.files import read_toml
 from envsync.lock.model import Lock
+from envsync.lock.pylock import pylock_text
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _HASH_FRAGMENT = re.compile(rf"sha256=({rules.SHA256})")
 
 
-def pylock_document(lock: Lock, *, urls: Mapping[str, str] | None) -> Any:
-    """The lock as a PEP 751 TOML document; with `urls`, every artifact gets its URL."""
-    import tomlkit
-
-    doc = tomlkit.document()
-    doc["lock-version"] = "1.0"
-    doc["created-by"] = lock.created_by
-    doc["requires-python"] = lock.requires_python
-    pkgs = tomlkit.aot()
-    for p in lock.packages:
-        t = tomlkit.table()
-        t["name"] = p.name
-        t["version"] = p.version
-        if p.marker:
-            t["marker"] = p.marker
-        if p.requires_python:
-            t["requires-python"] = p.requires_python
-        if p.index:
-            t["index"] = p.index
-        if p.sdist:
-            t["sdist"] = _artifact_table(p.sdist.name, p.sdist.sha256, urls)
-        if p.wheels:
-            arr = tomlkit.array()
-            arr.multiline(True)
-            for w in p.wheels:
-                arr.append(_artifact_table(w.name, w.sha256, urls))
-            t["wheels"] = arr
-        pkgs.append(t)
-    doc["packages"] = pkgs
-    tool = tomlkit.table()
-    env = tomlkit.table()
-    env["inputs"] = lock.inputs
-    env["fingerprint"] = lock.fingerprint
-    env["environments"] = list(lock.environments)
-    tool["envsync"] = env
-    doc["tool"] = tool
-    return doc
-
-
-def _artifact_table(name: str, sha256: str, urls: Mapping[str, str] | None) -> Any:
-    import tomlkit
-
-    t = tomlkit.inline_table()
-    t["name"] = name
-    if urls is not None:
-        t["url"] = urls[name]
-    t["hashes"] = {"sha256": sha256}
-    return t
-
-
 def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
     """pylock.toml text with URLs looked up on each package's index (installers need them)."""
-    import tomlkit
-
     urls: dict[str, str] = {}
     for p in lock.packages:
         if not p.index:
@@ -93,7 +40,7 @@ def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
                     "the file was replaced or the lock was tampered with"
                 )
             urls[fname] = url
-    return tomlkit.dumps(pylock_document(lock, urls=urls))
+    return pylock_text(lock, urls=urls)
 
 
 def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from envsync import proc
+from envsync import proc, tooloutput
 from envsync.errors import GatewayError, UsageError
 from envsync.gateway.spec import SPEC_OPTION, TOKEN_ENV, GatewaySpec, check_token
 
@@ -244,7 +244,7 @@ def _wait_ready(gw: RunningGateway, ip: str, deadline: float) -> None:
         if returncode is not None:
             tail = log_tail(gw.log_path)
             raise GatewayError(
-                f"the gateway exited (code {returncode}) before it was ready: {proc.last_line(tail)}",
+                f"the gateway exited (code {returncode}) before it was ready: {tooloutput.last_line(tail)}",
                 hint=f"full log: {gw.log_path}",
                 detail=tail,
             )

@@ -8,27 +8,38 @@ Naming, when two locks of one project are in use at once. The kernel is named
 collaborator's machine. A gateway reads the kernelspec again at each kernel (re)start,
 so rewriting it under a running gateway would switch that gateway's next kernel to
 another env. Hence: a sync takes the plain name when it is free, already points at
-the same env, or points at an env nobody holds (`store.hold`, as a running gateway
-does); otherwise the sync gets `envsync-<project>-<env key>` (e.g.
+the same env, or points at an env nobody holds (as a running gateway does: the caller
+passes that test in as `held`); otherwise the sync gets `envsync-<project>-<env key>` (e.g.
 `envsync-sales-3f2a9c1b7d4e5f60-cp311`), the plain name keeps serving the running
 gateway, and the next sync after that gateway ends takes the plain name back.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envsync.env import store
 from envsync.errors import KernelError
 from envsync.fsutil import atomic_write_text
 from envsync.rules import check_project, is_kernel_name
 from envsync.settings import Settings
 
 PREFIX = "envsync-"
+
+# Does a live process use the env in this directory? (a running gateway holds its env)
+Held = Callable[[Path], bool]
+
+
+class KernelLocation(enum.StrEnum):
+    """Which kernels folder a kernelspec is in."""
+
+    ENVSYNC = "envsync"  # the gateway's own folder under envsync's data dir
+    USER = "user"  # the user's Jupyter data dir, for local JupyterLab and VS Code
 
 
 def kernel_name(project: str) -> str:
@@ -46,7 +57,7 @@ def user_kernels_dir() -> Path:
 class KernelInfo:
     name: str
     path: Path  # the kernelspec folder
-    location: str  # envsync (the gateway's folder) | user (the user's Jupyter data dir)
+    location: KernelLocation
     display_name: str
     python: Path | None
     ours: bool
@@ -76,7 +87,7 @@ def kernelspec(
     }
 
 
-def _read(folder: Path, location: str) -> KernelInfo | None:
+def _read(folder: Path, location: KernelLocation) -> KernelInfo | None:
     try:
         data = json.loads((folder / "kernel.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -103,10 +114,10 @@ def _read(folder: Path, location: str) -> KernelInfo | None:
     )
 
 
-def _locations(settings: Settings, include_user: bool) -> list[tuple[str, Path]]:
-    out = [("envsync", settings.kernels_dir)]
+def _locations(settings: Settings, include_user: bool) -> list[tuple[KernelLocation, Path]]:
+    out = [(KernelLocation.ENVSYNC, settings.kernels_dir)]
     if include_user:
-        out.append(("user", user_kernels_dir()))
+        out.append((KernelLocation.USER, user_kernels_dir()))
     return out
 
 
@@ -118,16 +129,20 @@ def _env_of(settings: Settings, python: Path | None) -> Path | None:
     return env if env.parent == settings.envs_dir else None
 
 
-def choose_name(settings: Settings, *, project: str, python: Path) -> str:
-    """The plain name unless it serves another env that a running process holds (see module doc)."""
+def choose_name(settings: Settings, *, project: str, python: Path, env_key: str, held: Held) -> str:
+    """The plain name unless it serves another env that a running process holds (see module doc).
+
+    `env_key` names the env of `python` (the suffix of the other name); `held` tells
+    whether a live process uses an env directory.
+    """
     plain = kernel_name(project)
-    current = _read(settings.kernels_dir / plain, "envsync")
+    current = _read(settings.kernels_dir / plain, KernelLocation.ENVSYNC)
     if current is None or current.python == python:
         return plain
     other = _env_of(settings, current.python)
-    if current.ours and (other is None or not store.in_use(settings, other)):
+    if current.ours and (other is None or not held(other)):
         return plain
-    return f"{plain}-{store.key_of(python.parent.parent)}"
+    return f"{plain}-{env_key}"
 
 
 def write(
@@ -138,10 +153,15 @@ def write(
     fingerprint: str,
     python: Path,
     python_version: str,
+    env_key: str,
+    held: Held,
     register_user: bool = False,
 ) -> str:
-    """Write the project's kernelspec for the env of `python`; return the kernel name used."""
-    name = choose_name(settings, project=project, python=python)
+    """Write the project's kernelspec for the env of `python`; return the kernel name used.
+
+    `env_key` and `held` choose the name when the plain one serves another env (`choose_name`).
+    """
+    name = choose_name(settings, project=project, python=python, env_key=env_key, held=held)
     if not is_kernel_name(name):
         raise KernelError(f"cannot make a kernel name from {name!r}")
     spec = kernelspec(

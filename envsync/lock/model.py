@@ -1,11 +1,12 @@
-"""The Lock: PEP 751's data model as JSON, its hashes, and what applies to one platform."""
+"""The Lock: PEP 751's data model as JSON, its hashes, what it is resolved from, and what
+applies to one platform."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -232,6 +233,34 @@ def compute_inputs(
     )
 
 
+@dataclass(frozen=True)
+class LockInputs:
+    """What a lock is resolved from: the declared dependencies plus the kernel's own, for
+    a Python range, target platforms and one index."""
+
+    requires_python: str
+    dependencies: tuple[str, ...]
+    environments: tuple[str, ...]
+    index: str
+    kernel_requirements: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        """The inputs hash a lock records (`tool.envsync.inputs`)."""
+        return compute_inputs(
+            requires_python=self.requires_python,
+            dependencies=self.dependencies,
+            environments=self.environments,
+            index=self.index,
+            kernel_requirements=self.kernel_requirements,
+        )
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """Everything the resolver is asked for, the kernel's requirements last."""
+        return (*self.dependencies, *self.kernel_requirements)
+
+
 def packages_for(lock: Lock, marker_env: Mapping[str, str]) -> list[LockedPackage]:
     """The packages that a platform with these marker values installs."""
     chosen: dict[str, LockedPackage] = {}
@@ -256,119 +285,3 @@ def packages_for_target(lock: Lock, target: str, python: str) -> list[LockedPack
 
 def covered_pythons(lock: Lock) -> list[str]:
     return pythons_in_range(lock.requires_python)
-
-
-@dataclass(frozen=True)
-class PackageChange:
-    name: str
-    kind: str  # added | removed | upgraded | downgraded | hashes-changed | artifacts-changed | marker-changed
-    old: str | None = None
-    new: str | None = None
-
-    def inverse(self) -> PackageChange:
-        kind = {
-            "added": "removed",
-            "removed": "added",
-            "upgraded": "downgraded",
-            "downgraded": "upgraded",
-        }.get(self.kind, self.kind)
-        return PackageChange(self.name, kind, self.new, self.old)
-
-
-@dataclass(frozen=True)
-class LockDiff:
-    """How one lock differs from another, per package and in its Python range and targets."""
-
-    changes: tuple[PackageChange, ...] = ()
-    requires_python: tuple[str, str] | None = None
-    environments: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-    fingerprints: tuple[str, str] = ("", "")
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes and self.requires_python is None and self.environments is None
-
-    @property
-    def hash_changes(self) -> tuple[PackageChange, ...]:
-        """Same version, different artifacts: a re-upload or a tampered lock."""
-        return tuple(c for c in self.changes if c.kind == "hashes-changed")
-
-    def inverse(self) -> LockDiff:
-        return LockDiff(
-            changes=tuple(sorted((c.inverse() for c in self.changes), key=_change_key)),
-            requires_python=self.requires_python[::-1] if self.requires_python else None,
-            environments=self.environments[::-1] if self.environments else None,
-            fingerprints=self.fingerprints[::-1],
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "empty": self.empty,
-            "changes": [
-                {"name": c.name, "kind": c.kind, "old": c.old, "new": c.new} for c in self.changes
-            ],
-            "requires-python": list(self.requires_python) if self.requires_python else None,
-            "environments": [list(e) for e in self.environments] if self.environments else None,
-            "fingerprints": {"old": self.fingerprints[0], "new": self.fingerprints[1]},
-            "hash-changes": len(self.hash_changes),
-        }
-
-
-def _change_key(c: PackageChange) -> tuple[str, str, str]:
-    return (c.name, c.old or "", c.new or "")
-
-
-def _versions(pkgs: list[LockedPackage]) -> str:
-    return ", ".join(sorted({p.version for p in pkgs}, key=Version))
-
-
-def _order(pkgs: list[LockedPackage]) -> tuple[Version, ...]:
-    return tuple(sorted({Version(p.version) for p in pkgs}, reverse=True))
-
-
-def _files(pkgs: list[LockedPackage]) -> dict[str, str]:
-    return {name: sha for p in pkgs for name, sha in p.hash_set()}
-
-
-def _same_file_other_hash(a: list[LockedPackage], b: list[LockedPackage]) -> bool:
-    fa, fb = _files(a), _files(b)
-    return any(fa[n] != fb[n] for n in fa.keys() & fb.keys())
-
-
-def diff(old: Lock | None, new: Lock | None) -> LockDiff:
-    """Per-package differences from `old` to `new` (PEP 440 ordering for up/down)."""
-    old_by = old.by_name() if old else {}
-    new_by = new.by_name() if new else {}
-    changes: list[PackageChange] = []
-    for key in sorted(set(old_by) | set(new_by)):
-        a, b = old_by.get(key, []), new_by.get(key, [])
-        name = key  # canonical, so diff(B, A) names a package as diff(A, B) does
-        if not a:
-            changes.append(PackageChange(name, "added", None, _versions(b)))
-        elif not b:
-            changes.append(PackageChange(name, "removed", _versions(a), None))
-        else:
-            va, vb = _versions(a), _versions(b)
-            order_a, order_b = _order(a), _order(b)
-            if order_a != order_b:
-                # Marker forks: compare every branch's version, newest first.
-                kind = "upgraded" if order_b > order_a else "downgraded"
-                changes.append(PackageChange(name, kind, va, vb))
-            elif _same_file_other_hash(a, b):
-                changes.append(PackageChange(name, "hashes-changed", va, vb))
-            elif _files(a) != _files(b):
-                # Files added or dropped (say, a new target platform): not a tampering sign.
-                changes.append(PackageChange(name, "artifacts-changed", va, vb))
-            elif sorted(p.marker or "" for p in a) != sorted(p.marker or "" for p in b):
-                changes.append(PackageChange(name, "marker-changed", va, vb))
-    rp_old = old.requires_python if old else ""
-    rp_new = new.requires_python if new else ""
-    env_old = tuple(sorted(old.environments)) if old else ()
-    env_new = tuple(sorted(new.environments)) if new else ()
-    return LockDiff(
-        changes=tuple(sorted(changes, key=_change_key)),
-        requires_python=(rp_old, rp_new) if rp_old != rp_new else None,
-        environments=(env_old, env_new) if env_old != env_new else None,
-        fingerprints=(old.fingerprint if old else "", new.fingerprint if new else ""),
-    )

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from envsync import proc, uv
+from envsync import proc, tooloutput, uv
 from envsync.errors import ResolutionError, ToolError
-from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint
+from envsync.lock.model import Artifact, Lock, LockedPackage, LockInputs, compute_fingerprint
+from envsync.lock.pylock import pylock_text
 from envsync.lock.targets import (
     TARGETS,
     Target,
@@ -25,12 +26,11 @@ from envsync.lock.targets import (
     pythons_in_range,
     wheel_fits,
 )
-from envsync.notebook.manifest import Manifest
-from envsync.settings import KERNEL_REQUIREMENTS, Settings
+from envsync.settings import Settings
 
 
 def resolve(
-    manifest: Manifest,
+    inputs: LockInputs,
     *,
     settings: Settings,
     previous: Lock | None = None,
@@ -38,21 +38,17 @@ def resolve(
     upgrade_packages: Iterable[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> Lock:
-    """Resolve the manifest's dependencies plus the kernel's own into a compact universal Lock."""
-    settings.require_index_allowed(manifest.index)
-    pythons = pythons_in_range(manifest.requires_python)
+    """Resolve the declared dependencies plus the kernel's own into a compact universal Lock."""
+    settings.require_index_allowed(inputs.index)
+    pythons = pythons_in_range(inputs.requires_python)
     with tempfile.TemporaryDirectory(prefix="envsync-resolve-") as tmp:
         work = Path(tmp)
         reqs = work / "requirements.in"
-        reqs.write_text("".join(f"{d}\n" for d in (*manifest.dependencies, *KERNEL_REQUIREMENTS)))
+        reqs.write_text("".join(f"{d}\n" for d in inputs.requirements))
         out = work / "pylock.toml"
         if previous is not None and not upgrade:
             # uv treats an existing output file as preferences: unchanged pins stay put.
-            import tomlkit
-
-            from envsync.formats.pylock import pylock_document
-
-            out.write_text(tomlkit.dumps(pylock_document(previous, urls=None)))
+            out.write_text(pylock_text(previous))
         cmd = [
             *uv.command("pip", "compile", offline=settings.offline),
             str(reqs),
@@ -63,7 +59,7 @@ def resolve(
             "--no-header",
             "--no-annotate",
             "--python-version", pythons[0],
-            "--default-index", manifest.index,
+            "--default-index", inputs.index,
         ]
         if upgrade:
             cmd.append("--upgrade")
@@ -78,15 +74,15 @@ def resolve(
                 on_stderr_line=progress,
             )
         except ToolError as exc:
-            raise ResolutionError(_reason(exc.stderr, manifest.index), detail=exc.stderr) from None
+            raise ResolutionError(_reason(exc.stderr, inputs.index), detail=exc.stderr) from None
         data = tomllib.loads(out.read_text(encoding="utf-8"))
-    return build_lock(data, manifest=manifest, pythons=pythons)
+    return build_lock(data, inputs=inputs, pythons=pythons)
 
 
 def _reason(stderr: str, index: str) -> str:
     """One line out of uv's report: why resolution failed."""
-    lines = proc.reason_lines(stderr)
-    if proc.looks_unreachable(stderr):
+    lines = tooloutput.reason_lines(stderr)
+    if tooloutput.looks_unreachable(stderr):
         return f"cannot reach the package index {index}"
     for ln in lines:
         if ln.startswith("Because") or "was not found in the package registry" in ln:
@@ -94,9 +90,9 @@ def _reason(stderr: str, index: str) -> str:
     return "cannot resolve the dependencies: " + (lines[-1] if lines else "uv gave no reason")
 
 
-def build_lock(data: dict[str, Any], *, manifest: Manifest, pythons: list[str]) -> Lock:
-    """Turn uv's pylock data into our compact Lock for the manifest's targets."""
-    combos = [(TARGETS[t], py) for t in manifest.environments for py in pythons]
+def build_lock(data: dict[str, Any], *, inputs: LockInputs, pythons: list[str]) -> Lock:
+    """Turn uv's pylock data into our compact Lock for the targets of `inputs`."""
+    combos = [(TARGETS[t], py) for t in inputs.environments for py in pythons]
     packages = []
     for raw in data.get("packages", []):
         marker = raw.get("marker")
@@ -128,18 +124,18 @@ def build_lock(data: dict[str, Any], *, manifest: Manifest, pythons: list[str]) 
                 version=raw["version"],
                 marker=marker,
                 requires_python=raw.get("requires-python"),
-                index=manifest.index,
+                index=inputs.index,
                 wheels=tuple(sorted(wheels, key=lambda a: a.name)),
                 sdist=sdist,
             )
         )
     packages.sort(key=lambda p: (p.key, p.version, p.marker or ""))
     return Lock(
-        requires_python=manifest.requires_python,
+        requires_python=inputs.requires_python,
         packages=tuple(packages),
-        inputs=manifest.inputs,
+        inputs=inputs.digest,
         fingerprint=compute_fingerprint(packages),
-        environments=tuple(manifest.environments),
+        environments=tuple(inputs.environments),
     )
 
 

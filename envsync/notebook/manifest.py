@@ -1,4 +1,4 @@
-"""The manifest in `metadata.envsync`: its model, schema check, and the rules for what we accept.
+"""The manifest in `metadata.envsync`: its model and the rules for what we accept.
 
 A manifest arrives inside someone else's notebook, so everything in it is untrusted:
 names, specifiers, markers, index URLs and the project slug are checked before use.
@@ -6,11 +6,8 @@ names, specifiers, markers, index URLs and the project slug are checked before u
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +15,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envsync.errors import ManifestError, MissingManifestError, RequirementError
-from envsync.lock.model import Lock, compute_inputs, lock_from_dict
+from envsync.lock.model import Lock, LockInputs, lock_from_dict
 from envsync.lock.targets import check_target_names, parse_requires_python, pythons_in_range
+from envsync.notebook.schema import MANIFEST_VERSION, validate_data
 from envsync.rules import check_project, is_index_url
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, KERNEL_REQUIREMENTS
-
-MANIFEST_VERSION = 1
-SCHEMA_NAME = f"envsync-manifest-v{MANIFEST_VERSION}.schema.json"
 
 
 @dataclass(frozen=True)
@@ -42,14 +37,19 @@ class Manifest:
         return f"envsync-{self.project}"
 
     @property
-    def inputs(self) -> str:
-        return compute_inputs(
+    def lock_inputs(self) -> LockInputs:
+        """What this manifest's lock is resolved from (the kernel's own requirements included)."""
+        return LockInputs(
             requires_python=self.requires_python,
             dependencies=self.dependencies,
             environments=self.environments,
             index=self.index,
             kernel_requirements=KERNEL_REQUIREMENTS,
         )
+
+    @property
+    def inputs(self) -> str:
+        return self.lock_inputs.digest
 
     @property
     def lock_is_stale(self) -> bool:
@@ -71,49 +71,6 @@ class Manifest:
 
     def with_dependencies(self, deps: tuple[str, ...]) -> Manifest:
         return replace(self, dependencies=deps)
-
-
-def schema_path() -> Path:
-    """The schema ships inside the package; a source checkout keeps it in schemas/."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "schemas" / SCHEMA_NAME, here.parent / "schemas" / SCHEMA_NAME):
-        if candidate.exists():
-            return candidate
-    raise ManifestError(f"envsync is installed without its schema {SCHEMA_NAME}")
-
-
-@lru_cache(maxsize=1)
-def _validator() -> Any:
-    # jsonschema pulls rfc3987_syntax (~0.7 s to import) only for format checks we never use.
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-    import jsonschema  # type: ignore[import-untyped]
-
-    schema = json.loads(schema_path().read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
-
-
-def validate_data(data: Any) -> None:
-    """Check raw manifest data against the schema, refusing newer versions by name."""
-    if not isinstance(data, dict):
-        raise ManifestError(f"metadata.envsync must be an object, found {type(data).__name__}")
-    version = data.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
-        raise ManifestError(
-            f"manifest version {version} is newer than this envsync understands "
-            f"(up to {MANIFEST_VERSION})",
-            hint="upgrade envsync: `uv tool upgrade envsync` or `pip install -U envsync`",
-        )
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        where = "metadata.envsync" + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path
-        )
-        raise ManifestError(f"{where}: {_short(err.message)}", hint="see schemas/" + SCHEMA_NAME)
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= 160 else message[:157] + "..."
 
 
 def parse_manifest(data: Any) -> Manifest:

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsync.env.sync import Progress, SyncResult
 from envsync.errors import EnvsyncError, GatewayError
 from envsync.gateway import process, registry
 from envsync.gateway.process import RunningGateway
 from envsync.gateway.spec import GatewaySpec, ServeOptions, check_token
-from envsync.lock.model import Lock, LockDiff
-from envsync.ops.preflight import Notice
+from envsync.lock.diff import LockDiff
+from envsync.lock.model import Lock
+from envsync.ops.preflight import Notice, NoticeKind
+from envsync.ops.sync import Progress, SyncResult
 from envsync.settings import Settings
 
 
@@ -106,8 +107,8 @@ def launch(
 ) -> Iterator[LaunchInfo]:
     """Preflight, sync (holding the env), start the gateway and record it; undo all on exit."""
     from envsync.env import history
-    from envsync.env.sync import sync
     from envsync.ops import preflight
+    from envsync.ops.sync import sync
 
     hooks = hooks or LaunchHooks()
     check(request)
@@ -179,7 +180,7 @@ def after_sync(lock: Lock, result: SyncResult) -> list[Notice]:
     if result.repaired:
         found.append(
             Notice(
-                "drift-repaired",
+                NoticeKind.DRIFT_REPAIRED,
                 "the environment had drifted from the lock (" + "; ".join(result.repaired) + "): repaired",
                 details=result.repaired,
             )
@@ -189,7 +190,7 @@ def after_sync(lock: Lock, result: SyncResult) -> list[Notice]:
     if running_minor != locked_for:
         found.append(
             Notice(
-                "python-version",
+                NoticeKind.PYTHON_VERSION,
                 f"the lock was resolved for Python {locked_for}; this environment runs Python {result.python_version}",
             )
         )
@@ -254,7 +255,7 @@ class Watch:
         return [] if event is None else [event]
 
     def _compare(self) -> Event | None:
-        from envsync.lock.model import diff
+        from envsync.lock.diff import diff
         from envsync.ops import project
 
         try:

@@ -4,21 +4,32 @@ this machine last ran the project, and may we go on.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from envsync.errors import EnvsyncError, LockError, MissingManifestError, StaleLockError
-from envsync.lock.model import Lock, LockDiff, diff
+from envsync.lock.diff import LockDiff, diff
+from envsync.lock.model import Lock
 from envsync.ops import project as projects
 from envsync.settings import Settings
+
+
+class NoticeKind(enum.StrEnum):
+    """What a launch notice is about; the values are what `launch --json` shows."""
+
+    RELOCKED = "relocked"
+    CHANGED_SINCE_LAST_RUN = "changed-since-last-run"
+    PYTHON_VERSION = "python-version"
+    DRIFT_REPAIRED = "drift-repaired"
 
 
 @dataclass(frozen=True)
 class Notice:
     """One thing the user must be told before the kernel runs."""
 
-    kind: str  # relocked | changed-since-last-run | python-version | drift-repaired
+    kind: NoticeKind
     message: str
     diff: LockDiff | None = None
     details: tuple[str, ...] = ()
@@ -70,7 +81,7 @@ def check(
         proj = projects.load(path)
         notices.append(
             Notice(
-                "relocked",
+                NoticeKind.RELOCKED,
                 "the lock was stale against the declared dependencies: re-locked and saved in the notebook",
                 diff=diff(old, res.manifest.lock),
             )
@@ -82,7 +93,7 @@ def check(
         d = diff(last_run, lock)
         notices.append(
             Notice(
-                "changed-since-last-run",
+                NoticeKind.CHANGED_SINCE_LAST_RUN,
                 "the lock differs from what this machine last ran for this project (a collaborator changed it)",
                 diff=d,
             )

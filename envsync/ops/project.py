@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from envsync.errors import EnvsyncError, StaleLockError
-from envsync.lock.model import Lock, LockDiff, diff
+from envsync.errors import EnvsyncError, StaleLockError, UsageError
+from envsync.lock.diff import LockDiff, diff
+from envsync.lock.model import Lock
 from envsync.lock.targets import check_target_names, pythons_in_range
 from envsync.notebook.file import (
     NotebookFile,
@@ -89,7 +90,7 @@ def init(
     slug = check_project(project) if project else default_project(path)
     minor = python or ".".join(platform.python_version_tuple()[:2])
     if not _looks_like_minor(minor):
-        raise EnvsyncError(f"--python {minor!r} is not a version like 3.11")
+        raise UsageError(f"--python {minor!r} is not a version like 3.11")
     requires = f"=={minor}.*"
     pythons_in_range(requires)
     envs = tuple(environments or DEFAULT_ENVIRONMENTS)
@@ -114,7 +115,7 @@ def init(
                 hint="`envsync add` / `envsync lock` change it",
             )
     if lock_now:
-        manifest = replace(manifest, lock=resolve(manifest, settings=settings, progress=progress))
+        manifest = replace(manifest, lock=resolve(manifest.lock_inputs, settings=settings, progress=progress))
     if created:
         create_notebook(path, new_notebook_bytes(manifest.kernel_name, f"Python {minor} ({slug})"))
     nb = read_notebook(path)
@@ -140,7 +141,7 @@ def relock(
     from envsync.lock.resolve import resolve
 
     new_lock = resolve(
-        manifest,
+        manifest.lock_inputs,
         settings=settings,
         previous=project.manifest.lock,
         upgrade=upgrade,

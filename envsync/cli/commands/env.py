@@ -70,8 +70,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _sync(args: argparse.Namespace, app: App) -> int:
     from envsync.cli.views.progress import SyncView
-    from envsync.env.sync import sync
     from envsync.ops import project
+    from envsync.ops.sync import sync
 
     proj = project.load(args.notebook)
     lock = project.lock_of(proj)
@@ -177,9 +177,9 @@ def _age(ts: float | None) -> str:
 
 
 def _envs_list(args: argparse.Namespace, app: App) -> int:
-    from envsync.env import store
+    from envsync.env import inventory
 
-    envs = store.list_envs(app.settings, with_size=True)
+    envs = inventory.list_envs(app.settings, with_size=True)
     if app.json:
         app.emit_json(
             [
@@ -204,9 +204,9 @@ def _envs_list(args: argparse.Namespace, app: App) -> int:
 
 
 def _envs_gc(args: argparse.Namespace, app: App) -> int:
-    from envsync.env import store
+    from envsync.env import inventory
 
-    res = store.gc(app.settings, older_than_days=args.older_than, dry_run=args.dry_run)
+    res = inventory.gc(app.settings, older_than_days=args.older_than, dry_run=args.dry_run)
     if app.json:
         app.emit_json(
             {"dry_run": res.dry_run,

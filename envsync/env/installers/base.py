@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from envsync import proc, rules
+from envsync import proc, rules, tooloutput
 from envsync.errors import InstallError, LockError, ToolError
 
 OnLine = Callable[[str], None]
@@ -119,7 +119,7 @@ def install_failure(exc: ToolError, installer: str, total: int, *, mismatch: str
     lower = text.lower()
     if "no space left" in lower or "errno 28" in lower:
         hint = "the disk holding the environment store or uv's cache is full; free space (`envsync envs gc`) and run again"
-    elif proc.looks_unreachable(text):
+    elif tooloutput.looks_unreachable(text):
         hint = "the package index could not be reached; check the network and run again (a half-built env is never used)"
     else:
         hint = "run again with --verbose to see the installer's output"

@@ -1,0 +1,124 @@
+"""Lock -> a verified env with its kernel registered: what `envsync sync` and `launch` call.
+
+The env comes from `envsync.env.sync.prepare`; the kernelspec is written and the env
+held while the env's key is still locked, so `gc` cannot remove it in between. The run
+is recorded in history at the end, so a caller that wants to say what changed reads
+`history.last_run` first.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envsync.env import drift, history, store
+from envsync.env.sync import Phase as Phase
+from envsync.env.sync import Progress as Progress
+from envsync.env.sync import ProgressEvent as ProgressEvent
+from envsync.env.sync import prepare
+from envsync.jupyter import kernelspecs
+from envsync.lock.model import Lock
+from envsync.rules import check_project
+from envsync.settings import Settings
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    env: Path
+    key: str
+    python: Path
+    python_version: str
+    kernel_name: str
+    reused: bool
+    installer_ran: bool
+    repaired: tuple[str, ...]
+    drift: drift.DriftReport  # the env after the sync: not clean when drift was found and not repaired
+    backend: str
+    packages: int
+    seconds: float
+    hold: store.EnvHold | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": str(self.env),
+            "key": self.key,
+            "python": str(self.python),
+            "python-version": self.python_version,
+            "kernel": self.kernel_name,
+            "reused": self.reused,
+            "installer-ran": self.installer_ran,
+            "repaired": list(self.repaired),
+            "drift": self.drift.to_dict(),
+            "backend": self.backend,
+            "packages": self.packages,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def sync(
+    *,
+    lock: Lock,
+    project: str,
+    notebook: Path,
+    settings: Settings,
+    backend: str | None = None,
+    python: str | None = None,
+    register_user: bool = False,
+    repair: bool = False,
+    hold: bool = False,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Make sure an env matching `lock` exists on this machine and register its kernel.
+
+    Reuses a complete env of the same lock without running the installer (its drift
+    is checked in-process); builds one otherwise. `python` asks for a particular
+    interpreter ("3.12" or a path); `repair` fixes a drifted env in place; `hold`
+    returns the env already held (`store.hold`) for a gateway about to use it.
+    `backend` applies to builds: an env built by either backend is reused as it is,
+    since both install the same distributions.
+    """
+    start = time.perf_counter()
+    check_project(project)
+    notebook_path = str(Path(notebook).absolute())
+    with prepare(
+        lock=lock, settings=settings, backend=backend, python=python, repair=repair, progress=progress
+    ) as ready:
+        rec = ready.record
+        if progress is not None:
+            progress(ProgressEvent(Phase.KERNEL, f"registering kernel for {project}"))
+        name = kernelspecs.write(
+            settings,
+            project=project,
+            notebook=notebook_path,
+            fingerprint=lock.fingerprint,
+            python=rec.python,
+            python_version=rec.python_version,
+            env_key=rec.key,
+            held=functools.partial(store.in_use, settings),
+            register_user=register_user,
+        )
+        held = store.EnvHold(settings, rec.path) if hold else None
+    try:
+        history.record_run(settings, project=project, lock=lock, notebook=notebook_path)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return SyncResult(
+        env=rec.path,
+        key=rec.key,
+        python=rec.python,
+        python_version=rec.python_version,
+        kernel_name=name,
+        reused=ready.reused,
+        installer_ran=ready.installer_ran,
+        repaired=ready.repaired,
+        drift=ready.drift,
+        backend=rec.backend,
+        packages=len(drift.expected(lock, rec.marker_env)),
+        seconds=time.perf_counter() - start,
+        hold=held,
+    )
