@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from envsync.cli.app import App
 from envsync.cli.views.render import esc
 from envsync.env import installers
 from envsync.errors import EXIT_DRIFT
 
+if TYPE_CHECKING:
+    from envsync.cli.app import Parser, Subcommands
+    from envsync.env.drift import DriftReport
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
+
+def register(sub: Subcommands, common: Parser) -> None:
+    """Add this module's commands to the `envsync` parser."""
     p = sub.add_parser(
         "sync",
         parents=[common],
@@ -96,7 +101,7 @@ def _sync(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
-def _print_drift(app: App, report: Any) -> None:
+def _print_drift(app: App, report: DriftReport) -> None:
     for d in report.differences:
         if d.kind == "missing":
             app.say(f"  [red]- {esc(d.name)} {esc(d.locked)}[/] (locked, not installed)")
@@ -130,9 +135,9 @@ def _kernels_list(args: argparse.Namespace, app: App) -> int:
     if app.json:
         app.emit_json(
             [
-                {"name": k.name, "location": k.location, "path": str(k.path), "display_name": k.display_name,
+                {"name": k.name, "location": k.location, "path": str(k.path), "display-name": k.display_name,
                  "project": k.project, "fingerprint": k.fingerprint, "notebook": k.notebook,
-                 "env_exists": k.env_exists}
+                 "env-exists": k.env_exists}
                 for k in found
             ]
         )
@@ -185,7 +190,7 @@ def _envs_list(args: argparse.Namespace, app: App) -> int:
             [
                 {"key": e.key, "path": str(e.path), "state": e.state, "fingerprint": e.fingerprint,
                  "python": e.python_version, "backend": e.backend, "packages": e.packages,
-                 "created": e.created, "last_used": e.last_used, "in_use": e.in_use, "size_bytes": e.size_bytes}
+                 "created": e.created, "last-used": e.last_used, "in-use": e.in_use, "size-bytes": e.size_bytes}
                 for e in envs
             ]
         )
@@ -205,11 +210,15 @@ def _envs_list(args: argparse.Namespace, app: App) -> int:
 
 def _envs_gc(args: argparse.Namespace, app: App) -> int:
     from envsync.env import inventory
+    from envsync.errors import UsageError
 
+    # A negative or NaN age would make every unused environment "old enough".
+    if not args.older_than >= 0:
+        raise UsageError(f"--older-than {args.older_than:g} is not a number of days (0 or more)")
     res = inventory.gc(app.settings, older_than_days=args.older_than, dry_run=args.dry_run)
     if app.json:
         app.emit_json(
-            {"dry_run": res.dry_run,
+            {"dry-run": res.dry_run,
              "entries": [{"key": e.key, "path": str(e.path), "removed": e.removed, "reason": e.reason} for e in res.entries]}
         )
         return 0
