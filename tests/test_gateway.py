@@ -11,11 +11,11 @@ import os
 import signal
 import stat
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 import websocket
@@ -26,12 +26,13 @@ from envsync.gateway import process as gateway
 from envsync.gateway import registry as runtime
 from envsync.gateway.spec import DEFAULT_ENV_PASSTHROUGH, TOKEN_ENV, GatewaySpec, ServeOptions
 from envsync.settings import Settings
-from tests.kernel_client import execute
+from tests.support.gateway_client import auth, channels_url, execute, kernel_pid, start_kernel, write_spec
+from tests.support.processes import REPO, alive, children_of, kill_pids
+from tests.support.wait import wait_until
 
 KERNEL = "envsync-demo"
 ORIGIN = "https://editor.example"
 FOREIGN = "https://evil.example"
-REPO = Path(__file__).resolve().parent.parent
 # Set in this process: the kernel must not inherit it through the gateway.
 LEAK = ("ENVSYNC_TEST_NOT_PASSED", "leaked")
 
@@ -41,34 +42,12 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def write_spec(data_dir: Path, name: str, metadata: dict[str, Any]) -> None:
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": name,
-        "language": "python",
-        "metadata": metadata,
-    }
-    (data_dir / "kernels" / name).mkdir(parents=True)
-    (data_dir / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def end(gw: gateway.RunningGateway, extra_pids: list[int] | tuple[int, ...] = ()) -> None:
     """End a test's gateway and kernels by PID, whatever state the test left them in."""
-    pids = [*proc.child_pids(gw.pid), *extra_pids]
+    pids = [*children_of(gw.pid), *extra_pids]
     if gw.process is not None:
         proc.shutdown(gw.process, interrupt_timeout=5.0, terminate_timeout=2.0)
-    for pid in pids:
-        if proc.pid_alive(pid):
-            proc.signal_pid(pid, signal.SIGKILL)
+    kill_pids([pid for pid in pids if alive(pid)])
 
 
 @contextlib.contextmanager
@@ -78,30 +57,6 @@ def started(config: GatewaySpec) -> Iterator[gateway.RunningGateway]:
         yield gw
     finally:
         end(gw)
-
-
-def auth(gw: gateway.RunningGateway) -> dict[str, str]:
-    return {"Authorization": f"token {gw.token}"}
-
-
-def start_kernel(gw: gateway.RunningGateway, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = requests.post(f"{gw.url}/api/kernels", json=body or {}, headers=auth(gw), timeout=30)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def kernel_pid(gw: gateway.RunningGateway, kernel_id: str) -> int:
-    """The kernel's PID: the gateway child whose command line names its connection file."""
-    for pid in proc.child_pids(gw.pid):
-        with contextlib.suppress(OSError):
-            if kernel_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-    raise AssertionError(f"no process for kernel {kernel_id}")
-
-
-def channels_url(gw: gateway.RunningGateway, kernel_id: str, token: str | None = None) -> str:
-    ws = gw.url.replace("http", "ws", 1)
-    return f"{ws}/api/kernels/{kernel_id}/channels?session_id=test&token={token or gw.token}"
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -402,22 +357,22 @@ def test_stop_leaves_neither_gateway_nor_kernel_processes(jupyter_dir: Path) -> 
     with started(GatewaySpec(KERNEL, jupyter_dir)) as gw:
         start_kernel(gw)
         start_kernel(gw)
-        kernels = proc.child_pids(gw.pid)
+        kernels = children_of(gw.pid)
         assert len(kernels) == 2
         gateway.stop(gw)
-        assert not proc.pid_alive(gw.pid)
-        assert not [pid for pid in kernels if proc.pid_alive(pid)]
+        assert not alive(gw.pid)
+        assert not [pid for pid in kernels if alive(pid)]
 
 
 def test_sigint_to_the_gateway_shuts_its_kernels_down(jupyter_dir: Path) -> None:
     with started(GatewaySpec(KERNEL, jupyter_dir)) as gw:
         kernel = start_kernel(gw)
-        kernels = proc.child_pids(gw.pid)
+        kernels = children_of(gw.pid)
         assert kernels
         os.kill(gw.pid, signal.SIGINT)
         assert gw.process is not None
         gw.process.wait(timeout=15)
-        assert wait_until(lambda: not any(proc.pid_alive(p) for p in kernels), timeout=5)
+        assert wait_until(lambda: not any(alive(p) for p in kernels), timeout=5)
         assert gw.log_path is not None
         assert f"Kernel shutdown: {kernel['id']}" in gw.log_path.read_text()
 
@@ -431,12 +386,12 @@ def test_kernels_exit_when_the_gateway_is_killed_with_sigkill(jupyter_dir: Path,
         assert execute(ws, "print('up')") == "up\n"  # its parent poller is running
         ws.close()
         start_kernel(gw)  # killed while this one is still starting
-        kernels = proc.child_pids(gw.pid)
+        kernels = children_of(gw.pid)
         assert len(kernels) == 2
         os.kill(gw.pid, signal.SIGKILL)
         assert gw.process is not None
         gw.process.wait(timeout=5)
-        assert wait_until(lambda: not any(proc.pid_alive(p) for p in kernels), timeout=10)
+        assert wait_until(lambda: not any(alive(p) for p in kernels), timeout=10)
     finally:
         end(gw, kernels)
         reap(kernels)
@@ -457,8 +412,8 @@ def test_runtime_records_a_gateway_privately_and_stops_it_by_port(jupyter_dir: P
         assert runtime.running(settings) == [rec]
         assert [k["name"] for k in gateway.kernels(rec.as_running())] == [KERNEL]
         assert runtime.stop(settings, port=gw.port) == [rec]
-        assert not proc.pid_alive(gw.pid)
-        assert not any(proc.pid_alive(p) for p in kernel_pids)
+        assert not alive(gw.pid)
+        assert not any(alive(p) for p in kernel_pids)
         assert runtime.running(settings) == []
         assert not list(settings.runtime_dir.glob("*.json"))
 
@@ -486,7 +441,7 @@ def test_runtime_stop_needs_a_port_when_several_gateways_run(jupyter_dir: Path, 
             runtime.stop(settings)
         stopped = runtime.stop(settings, all=True)
         assert sorted(r.port for r in stopped) == sorted([first.port, second.port])
-        assert not proc.pid_alive(first.pid) and not proc.pid_alive(second.pid)
+        assert not alive(first.pid) and not alive(second.pid)
 
 
 # --- the spec the child reads ----------------------------------------------------------------
@@ -562,8 +517,7 @@ def test_child_refuses_a_spec_it_cannot_read_with_exit_2_and_one_line(argv: list
 
 
 def test_child_argv_is_the_spec_and_never_the_token(gw: gateway.RunningGateway, workdir: Path) -> None:
-    argv = proc.cmdline(gw.pid)
-    assert argv is not None
+    argv = psutil.Process(gw.pid).cmdline()
     assert not any(gw.token in arg for arg in argv)
     assert argv[1:4] == ["-m", "envsync.gateway.child", "--spec"] and len(argv) == 5
     spec = GatewaySpec.from_json(argv[4])
@@ -581,7 +535,7 @@ def test_runtime_drops_an_entry_whose_pid_started_at_another_time(
     reused = dataclasses.replace(gw, started=gw.started - 3600, process=None)
     runtime.record(settings, reused, notebook=tmp_path / "nb.ipynb", project="demo", fingerprint="f")
     assert runtime.running(settings) == []  # as if the PID now named a later process
-    assert proc.pid_alive(gw.pid)  # and nothing was signalled
+    assert alive(gw.pid)  # and nothing was signalled
     rec = runtime.record(settings, gw, notebook=tmp_path / "nb.ipynb", project="demo", fingerprint="f")
     assert runtime.running(settings) == [rec]
     runtime.forget(settings, gw.port)

@@ -18,22 +18,21 @@ import queue
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
 from envsync import proc
 from envsync.env import inventory, store
 from envsync.settings import Settings
-from tests.kernel_client import execute
 from tests.manifests import (
     edit_manifest,
     locked_versions,
@@ -41,11 +40,13 @@ from tests.manifests import (
     refresh_fingerprint,
     tamper_first_hash,
 )
+from tests.support.gateway_client import execute
+from tests.support.processes import REPO, alive, children_of, free_port
+from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 UV = shutil.which("uv", path=str(VENV_BIN)) or "uv"
 ORIGIN = "https://editor.example"
@@ -93,53 +94,6 @@ def error_lines(text: str) -> list[str]:
 
 def warning_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith("WARNING")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_state(pid: int) -> str | None:
-    """The /proc state letter of `pid`, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it counts as gone)."""
-    state = proc_state(pid)
-    return state is not None and state != "Z"
-
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is `pid`, from /proc/*/stat."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 class Launch:
@@ -573,7 +527,7 @@ def test_token_on_argv_warns_that_ps_shows_it(nb: Path, env: dict[str, str]) -> 
     with launching(nb, env, "--token", token) as launch:
         info = launch.ready()
         assert info["token"] == token
-        assert token.encode() not in cmdline(info["pid"])
+        assert not any(token in arg for arg in psutil.Process(info["pid"]).cmdline())
         assert launch.stop() == 0
         # stderr is read by its own thread: look once the process has ended and it is all in.
         warned = [ln for ln in warning_lines(launch.stderr) if "ps" in ln and "ENVSYNC_TOKEN" in ln]
@@ -587,8 +541,8 @@ def test_token_from_environment_is_served_and_not_on_the_gateway_command_line(
     with launching(nb, {**env, "ENVSYNC_TOKEN": token}) as launch:
         info = launch.ready()
         assert info["token"] == token
-        assert token.encode() not in cmdline(info["pid"])
-        assert token.encode() not in cmdline(launch.proc.pid)
+        assert not any(token in arg for arg in psutil.Process(info["pid"]).cmdline())
+        assert not any(token in arg for arg in psutil.Process(launch.proc.pid).cmdline())
         assert api_status(info) == 200
         assert api_status(info, token="wrong-" + token) in (401, 403)
         assert launch.stop() == 0
