@@ -1,8 +1,9 @@
 """What an env really has installed, read from its `*.dist-info` directly, against its lock.
 
 No subprocess and no import of the env's code: each distribution's METADATA is read
-up to the end of its headers. A 50-package env is checked in a few milliseconds, so
-every reuse of an env can afford it.
+up to the end of its headers, and each file the install recorded is compared with
+`envsync.env.files` (size and mtime; `deep` rehashes them). A 50-package env is
+checked in tens of milliseconds, so every reuse of an env can afford it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import enum
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from envsync.env import files
+from envsync.env.files import FileProblem
 from envsync.env.store import EnvRecord
 from envsync.lock.model import Lock, packages_for
 
@@ -38,7 +41,12 @@ def site_packages(env: Path) -> list[Path]:
 
 def installed(env: Path) -> dict[str, str]:
     """Canonical name -> version of every distribution installed in the env."""
-    out: dict[str, str] = {}
+    return {name: version for name, (version, _info) in distributions(env).items()}
+
+
+def distributions(env: Path) -> dict[str, tuple[str, Path]]:
+    """Canonical name -> (version, its `*.dist-info` or `*.egg-info` folder) in the env."""
+    out: dict[str, tuple[str, Path]] = {}
     for folder in site_packages(env):
         try:
             entries = list(os.scandir(folder))
@@ -53,8 +61,14 @@ def installed(env: Path) -> dict[str, str]:
                 continue
             found = _name_version(meta) or _from_dirname(entry.name)
             if found:
-                out[canonicalize_name(found[0])] = found[1]
+                out[canonicalize_name(found[0])] = (found[1], Path(entry.path))
     return out
+
+
+def dist_infos(env: Path, names: Iterable[str]) -> dict[str, Path]:
+    """The `*.dist-info` folder of each of `names` that is installed."""
+    found = distributions(env)
+    return {n: found[n][1] for n in names if n in found}
 
 
 def _name_version(path: str) -> tuple[str, str] | None:
@@ -88,6 +102,7 @@ class DriftKind(enum.StrEnum):
     MISSING = "missing"  # locked, not installed
     EXTRA = "extra"  # installed, not in the lock
     CHANGED = "changed"  # installed at another version
+    MODIFIED = "modified"  # installed at the locked version, but files differ from its RECORD
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class Difference:
     kind: DriftKind
     locked: str | None
     installed: str | None
+    files: tuple[FileProblem, ...] = ()  # for MODIFIED: the files that differ
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,8 @@ class DriftReport:
     differences: tuple[Difference, ...]
     ignored: tuple[str, ...] = ()  # the venv tool's own seed packages (pip), left out on purpose
     seconds: float = 0.0
+    files_checked: int = 0  # recorded files compared (stat, or rehashed when deep)
+    deep: bool = False
 
     @property
     def clean(self) -> bool:
@@ -128,18 +146,28 @@ class DriftReport:
     def changed(self) -> list[Difference]:
         return self.of_kind(DriftKind.CHANGED)
 
+    @property
+    def modified(self) -> list[Difference]:
+        return self.of_kind(DriftKind.MODIFIED)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": str(self.env),
             "fingerprint": self.fingerprint,
             "python": self.python_version,
             "clean": self.clean,
-            "differences": [
-                {"name": d.name, "kind": d.kind, "locked": d.locked, "installed": d.installed}
-                for d in self.differences
-            ],
+            "differences": [_difference(d) for d in self.differences],
             "ignored": list(self.ignored),
+            "files-checked": self.files_checked,
+            "deep": self.deep,
         }
+
+
+def _difference(d: Difference) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name, "kind": d.kind, "locked": d.locked, "installed": d.installed}
+    if d.kind == DriftKind.MODIFIED:
+        out["files"] = [{"path": f.path, "problem": f.problem} for f in d.files]
+    return out
 
 
 def expected(lock: Lock, marker_env: Mapping[str, str]) -> dict[str, str]:
@@ -179,15 +207,42 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def check(env: EnvRecord, lock: Lock) -> DriftReport:
-    """Compare a built env with `lock`, evaluating markers for the env's own interpreter."""
+def check(env: EnvRecord, lock: Lock, *, deep: bool = False) -> DriftReport:
+    """Compare a built env with `lock`, evaluating markers for the env's own interpreter.
+
+    Besides names and versions, each recorded file is compared by size and mtime, or
+    rehashed when `deep`. An env without a file record is verified against RECORD.
+    """
     start = time.perf_counter()
-    diffs, ignored = compare(expected(lock, env.marker_env), installed(env.path), seed=env.seed)
+    want = expected(lock, env.marker_env)
+    have = installed(env.path)
+    diffs, ignored = compare(want, have, seed=env.seed)
+    differing = {d.name for d in diffs}
+    same = [n for n in want if n not in differing]
+    problems, checked = file_problems(env.path, same, deep=deep)
+    modified = tuple(
+        Difference(n, DriftKind.MODIFIED, want[n], have[n], tuple(problems[n])) for n in sorted(problems)
+    )
     return DriftReport(
         env=env.path,
         fingerprint=lock.fingerprint,
         python_version=env.python_version,
-        differences=diffs,
+        differences=tuple(sorted(diffs + modified, key=lambda d: d.name)),
         ignored=ignored,
         seconds=time.perf_counter() - start,
+        files_checked=checked,
+        deep=deep,
     )
+
+
+def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tuple[files.Problems, int]:
+    """The files of `names` that differ from the env's record, and how many were compared."""
+    wanted = set(names)
+    record = files.load(env)
+    if record is None:
+        # Built before file records existed: verify against RECORD itself (slower, read-only).
+        entries, problems = files.verify(env, dist_infos(env, wanted))
+        return problems, files.count(entries) + sum(len(p) for p in problems.values())
+    mine = {n: record.get(n, []) for n in wanted}
+    problems = files.deep_check(env, mine) if deep else files.fast_check(env, mine)
+    return problems, files.count(mine)

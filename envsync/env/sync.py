@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from envsync.env import drift, installers, interpreters, store
-from envsync.env.installers import Installer
+from envsync.env import drift, files, installers, interpreters, store
+from envsync.env.install import Phase as Phase
+from envsync.env.install import Progress as Progress
+from envsync.env.install import ProgressEvent as ProgressEvent
+from envsync.env.install import install, quiet, uninstall, verified_files
 from envsync.env.interpreters import Interpreter
 from envsync.errors import DriftError, InstallError, ToolError
 from envsync.formats.requirements import hashed_requirements
@@ -23,37 +25,6 @@ from envsync.lock.model import Lock, packages_for, verify
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
 
 REQUIREMENTS = "envsync-requirements.txt"
-
-
-class Phase(enum.StrEnum):
-    """The step of a sync a ProgressEvent reports."""
-
-    INTERPRETER = "interpreter"
-    WAIT = "wait"
-    VENV = "venv"
-    INSTALL = "install"
-    DOWNLOAD = "download"
-    VERIFY = "verify"
-    REUSE = "reuse"
-    REPAIR = "repair"
-    KERNEL = "kernel"
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One step of a long sync, for the CLI to render."""
-
-    phase: Phase
-    message: str
-    done: int | None = None
-    total: int | None = None
-
-
-Progress = Callable[[ProgressEvent], None]
-
-
-def _quiet(_event: ProgressEvent) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -89,7 +60,7 @@ def prepare(
     # The fingerprint names the env on disk: it must be the hash of these very packages.
     verify(lock)
     indexes = allowed_indexes(lock, settings)
-    report = progress or _quiet
+    report = progress or quiet
     for _attempt in range(3):
         interp: Interpreter | None = None
         candidates = [] if python else _in_range(store.ready_envs(settings, lock.fingerprint), lock)
@@ -127,6 +98,8 @@ def _reuse(
     rec: store.EnvRecord, lock: Lock, settings: Settings, indexes: list[str], repair: bool, report: Progress
 ) -> ReadyEnv:
     report(ProgressEvent(Phase.REUSE, f"reusing environment {rec.path.name}"))
+    if files.load(rec.path) is None:
+        _record_files(rec, lock, report)
     state = drift.check(rec, lock)
     ran = repair and not state.clean
     repaired: tuple[str, ...] = ()
@@ -149,8 +122,11 @@ def _fresh(
     return ReadyEnv(rec, reused=False, installer_ran=True, repaired=(), drift=drift.check(rec, lock))
 
 
-def check(*, lock: Lock, settings: Settings, python: str | None = None) -> drift.DriftReport:
-    """How this machine's env of `lock` differs from it; DriftError when there is none yet."""
+def check(*, lock: Lock, settings: Settings, python: str | None = None, deep: bool = False) -> drift.DriftReport:
+    """How this machine's env of `lock` differs from it; DriftError when there is none yet.
+
+    `deep` rehashes every installed file instead of comparing sizes and mtimes.
+    """
     verify(lock)
     key = None
     if python:
@@ -162,7 +138,15 @@ def check(*, lock: Lock, settings: Settings, python: str | None = None) -> drift
             "this machine has no environment for this lock yet",
             hint="run `envsync sync` to build it",
         )
-    return drift.check(ready[0], lock)
+    return drift.check(ready[0], lock, deep=deep)
+
+
+def _record_files(rec: store.EnvRecord, lock: Lock, report: Progress) -> None:
+    """Give an env built before file records existed its record, when its files match RECORD."""
+    report(ProgressEvent(Phase.VERIFY, "recording the files of the environment (once)"))
+    entries, problems = files.verify(rec.path, drift.dist_infos(rec.path, drift.expected(lock, rec.marker_env)))
+    if not problems:
+        files.write(rec.path, entries)
 
 
 def interpreter_cache(settings: Settings) -> Path:
@@ -205,12 +189,14 @@ def _build(
         requirements = path / REQUIREMENTS
         atomic_write_text(requirements, hashed_requirements(pkgs))
         report(ProgressEvent(Phase.INSTALL, f"installing {len(pkgs)} packages with {be.name}", 0, len(pkgs)))
-        _install(be, path, requirements, indexes, settings, len(pkgs), report)
+        install(be, path, requirements, indexes, settings, len(pkgs), report)
         report(ProgressEvent(Phase.VERIFY, "checking what was installed against the lock"))
         have = drift.installed(path)
         diffs, _ignored = drift.compare(drift.expected(lock, interp.marker_env), have, seed=seed)
         if diffs:
             raise InstallError(f"the installed environment does not match the lock: {_summary(diffs)}")
+        want = drift.expected(lock, interp.marker_env)
+        files.write(path, verified_files(be, path, want, requirements, indexes, settings, report))
         rec = store.EnvRecord(
             path=path,
             key=key,
@@ -252,52 +238,22 @@ def _repair(
     be = installers.choose(rec.backend)
     # Withdrawn first: if the repair dies midway, the next sync rebuilds instead of trusting it.
     store.unready(rec.path)
-    remove = [d.name for d in found.differences if d.kind in (drift.DriftKind.EXTRA, drift.DriftKind.CHANGED)]
-    try:
-        be.uninstall(rec.path, remove)
-    except ToolError as exc:
-        raise InstallError(f"cannot remove {', '.join(remove)}: {exc.message}", detail=exc.stderr) from exc
+    # A distribution with edited or deleted files is removed too and installed again whole.
+    gone = (drift.DriftKind.EXTRA, drift.DriftKind.CHANGED, drift.DriftKind.MODIFIED)
+    uninstall(be, rec.path, [d.name for d in found.differences if d.kind in gone])
     pkgs = packages_for(lock, rec.marker_env)
     requirements = rec.path / REQUIREMENTS
     atomic_write_text(requirements, hashed_requirements(pkgs))
-    _install(be, rec.path, requirements, indexes, settings, len(pkgs), report)
+    install(be, rec.path, requirements, indexes, settings, len(pkgs), report)
     have = drift.installed(rec.path)
     diffs, _ignored = drift.compare(drift.expected(lock, rec.marker_env), have, seed=rec.seed)
     if diffs:
         raise InstallError(f"repair left the environment different from the lock: {_summary(diffs)}")
+    want = drift.expected(lock, rec.marker_env)
+    files.write(rec.path, verified_files(be, rec.path, want, requirements, indexes, settings, report))
     rec = replace(rec, installed=have, backend=be.name)
     store.write_ready(rec)
     return rec, drift.check(rec, lock), names
-
-
-def _install(
-    be: Installer,
-    env: Path,
-    requirements: Path,
-    indexes: Sequence[str],
-    settings: Settings,
-    total: int,
-    report: Progress,
-) -> None:
-    done = 0
-
-    def on_line(line: str) -> None:
-        nonlocal done
-        step = be.progress(line)
-        if step is None:
-            return
-        if step.kind == "download":
-            report(ProgressEvent(Phase.DOWNLOAD, step.text))
-        elif step.kind == "installed":
-            done += 1
-            report(ProgressEvent(Phase.INSTALL, step.text, done, total))
-        else:
-            report(ProgressEvent(Phase.INSTALL, step.text, None, total))
-
-    try:
-        be.install(env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line)
-    except ToolError as exc:
-        raise be.explain(exc, total) from exc
 
 
 def _in_range(records: list[store.EnvRecord], lock: Lock) -> list[store.EnvRecord]:

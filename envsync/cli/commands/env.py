@@ -42,10 +42,13 @@ def register(sub: Subcommands, common: Parser) -> None:
         parents=[common],
         help="compare the built environment with the lock (exit 3 when they differ)",
         description="Read the environment's installed distributions and compare them with the lock "
-        "as it applies to this platform: missing, extra and different-version packages. Exit 0 "
-        "in sync, 3 when it differs or is not built.",
+        "as it applies to this platform: missing, extra and different-version packages, and "
+        "installed files that were edited or deleted since the install (size and mtime of each "
+        "file; --deep rehashes them against each package's RECORD). Exit 0 in sync, 3 when it "
+        "differs or is not built.",
     )
     p.add_argument("notebook", type=Path)
+    p.add_argument("--deep", action="store_true", help="rehash every installed file instead of comparing sizes and mtimes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_check)
 
@@ -107,6 +110,10 @@ def _print_drift(app: App, report: DriftReport) -> None:
             app.say(f"  [red]- {esc(d.name)} {esc(d.locked)}[/] (locked, not installed)")
         elif d.kind == "extra":
             app.say(f"  [yellow]+ {esc(d.name)} {esc(d.installed)}[/] (installed, not in the lock)")
+        elif d.kind == "modified":
+            shown = ", ".join(f"{f.path} ({f.problem})" for f in d.files[:3])
+            more = f" and {len(d.files) - 3} more" if len(d.files) > 3 else ""
+            app.say(f"  [magenta]! {esc(d.name)} {esc(d.installed)}[/] files differ from the install: {esc(shown)}{esc(more)}")
         else:
             app.say(f"  [magenta]~ {esc(d.name)} {esc(d.installed)}[/] (lock says {esc(d.locked)})")
 
@@ -116,7 +123,7 @@ def _check(args: argparse.Namespace, app: App) -> int:
     from envsync.ops import project
 
     proj = project.load(args.notebook)
-    report = check(lock=project.lock_of(proj), settings=app.settings)
+    report = check(lock=project.lock_of(proj), settings=app.settings, deep=args.deep)
     if app.json:
         app.emit_json(report.to_dict())
     elif report.clean:

@@ -52,7 +52,11 @@ class Installer(Protocol):
         indexes: Sequence[str],
         offline: bool = False,
         on_line: OnLine | None = None,
-    ) -> None: ...
+        refresh: Sequence[str] = (),
+    ) -> None:
+        """Install `requirements` exactly; `refresh` names packages to take again from the
+        index instead of any cache (their cached copy did not match its RECORD)."""
+        ...
 
     def uninstall(self, env: Path, names: Sequence[str], *, on_line: OnLine | None = None) -> None: ...
 

@@ -63,6 +63,7 @@ class PipInstaller:
         indexes: Sequence[str],
         offline: bool = False,
         on_line: OnLine | None = None,
+        refresh: Sequence[str] = (),
     ) -> None:
         if offline:
             raise InstallError(
@@ -81,6 +82,8 @@ class PipInstaller:
                 "off",
                 "--require-hashes",
                 "--no-deps",
+                # pip's only cache is of downloads (hash-checked on every use); a refresh skips it.
+                *(["--no-cache-dir"] if refresh else []),
                 *index_args(indexes),
                 "-r",
                 requirements,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +38,9 @@ from envsync.errors import InstallError, ToolError
 
 # uv: "  × Failed to download `alpha==1.1.0` ... Hash mismatch for `alpha==1.1.0`".
 _HASH_MISMATCH = re.compile(r"Hash mismatch for `([^`]+)`")
+
+# Every env gets its own copy of each file: see the module docstring.
+LINK_MODE = "copy"
 
 
 class UvInstaller:
@@ -65,21 +67,35 @@ class UvInstaller:
         indexes: Sequence[str],
         offline: bool = False,
         on_line: OnLine | None = None,
+        refresh: Sequence[str] = (),
     ) -> None:
+        if refresh:
+            self.evict(refresh, on_line=on_line)
         argv: list[str | os.PathLike[str]] = [
             *uv.command("pip", "sync", offline=offline, binary=self.binary),
             "--require-hashes",
             "--python",
             env_python(env),
             "--link-mode",
-            _link_mode(),
+            LINK_MODE,
             *index_args(indexes),
         ]
+        for name in refresh:
+            argv += ["--reinstall-package", name, "--refresh-package", name]
         if len(indexes) > 1:
             # Every artifact is pinned by hash, so taking a file from any allowed index is safe.
             argv += ["--index-strategy", "unsafe-best-match"]
         argv.append(requirements)
         run(argv, what="uv pip sync", timeout=INSTALL_TIMEOUT, on_line=on_line)
+
+    def evict(self, names: Sequence[str], *, on_line: OnLine | None = None) -> None:
+        """Remove `names` from uv's cache, so their next install unpacks a fresh download."""
+        run(
+            [*uv.command("cache", "clean", binary=self.binary), *names],
+            what="uv cache clean",
+            timeout=VENV_TIMEOUT,
+            on_line=on_line,
+        )
 
     def uninstall(self, env: Path, names: Sequence[str], *, on_line: OnLine | None = None) -> None:
         if names:
@@ -105,10 +121,6 @@ class UvInstaller:
         """One line a user can act on, naming the package when a hash did not match."""
         hit = _HASH_MISMATCH.search(exc.stderr or "")
         return install_failure(exc, self.name, total, mismatch=hit.group(1) if hit else None)
-
-
-def _link_mode() -> str:
-    return "clone" if sys.platform == "darwin" else "hardlink"
 
 
 @functools.cache
