@@ -74,9 +74,9 @@ def test_kernelspec_runs_env_python_with_ipykernel_and_names_project(
     result = sync(lock=lock, project="sales-forecast", notebook=tmp_path / "sales.ipynb", settings=settings)
     assert result.kernel_name == "envsync-sales-forecast"
     spec = json.loads((settings.kernels_dir / "envsync-sales-forecast" / "kernel.json").read_text())
-    minor = ".".join(result.python_version.split(".")[:2])
     assert spec["argv"] == [str(result.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    assert spec["display_name"] == f"sales-forecast (Python {minor}, envsync)"
+    # The manifest's requires-python as declared, never this machine's minor.
+    assert spec["display_name"] == "sales-forecast (Python >=3.11, envsync)"
     assert spec["language"] == "python" and spec["interrupt_mode"] == "signal"
     assert spec["metadata"]["envsync"] == {
         "fingerprint": lock.fingerprint,
@@ -117,7 +117,7 @@ def test_prune_and_remove_never_touch_python3_or_foreign_kernels(tmp_path: Path,
         notebook="n",
         fingerprint="sha256:x",
         python=gone_python,
-        python_version="3.11.7",
+        requires_python="==3.11.*",
         register_user=True,
     )
     os.unlink(gone_python)  # its env was deleted
@@ -139,10 +139,10 @@ def test_prune_keeps_kernels_whose_env_exists_and_dry_run_removes_nothing(tmp_pa
     alive = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
     dead = _fake_env(settings, "fedcba9876543210-cp311-bbbbbb")
     _write(
-        settings, project="a", notebook="n", fingerprint="sha256:a", python=alive, python_version="3.11.7"
+        settings, project="a", notebook="n", fingerprint="sha256:a", python=alive, requires_python="==3.11.*"
     )
     _write(
-        settings, project="b", notebook="n", fingerprint="sha256:b", python=dead, python_version="3.11.7"
+        settings, project="b", notebook="n", fingerprint="sha256:b", python=dead, requires_python="==3.11.*"
     )
     os.unlink(dead)
     assert [k.name for k in kernels.prune(settings, dry_run=True)] == ["envsync-b"]
@@ -160,7 +160,7 @@ def test_remove_deletes_an_envsync_kernel_from_both_places(tmp_path: Path, user_
         notebook="n",
         fingerprint="sha256:a",
         python=python,
-        python_version="3.11.7",
+        requires_python="==3.11.*",
         register_user=True,
     )
     removed = kernels.remove(settings, "envsync-a")
@@ -184,7 +184,7 @@ def test_a_foreign_kernel_with_our_name_is_not_overwritten(tmp_path: Path, user_
             notebook="n",
             fingerprint="sha256:a",
             python=python,
-            python_version="3.11.7",
+            requires_python="==3.11.*",
             register_user=True,
         )
     assert json.loads((theirs / "kernel.json").read_text())["display_name"] == "mine"
@@ -255,7 +255,79 @@ def test_a_kernel_folder_without_kernel_json_is_written_into(tmp_path: Path) -> 
     (settings.kernels_dir / "envsync-demo").mkdir(parents=True)
     python = _fake_env(settings, "0123456789abcdef-cp311-aaaaaa")
     name = _write(
-        settings, project="demo", notebook="n", fingerprint="sha256:a", python=python, python_version="3.11.7"
+        settings, project="demo", notebook="n", fingerprint="sha256:a", python=python, requires_python="==3.11.*"
     )
     assert name == "envsync-demo"
     assert kernels.list_kernels(settings, include_user=False)[0].python == python
+
+
+def test_two_locks_of_one_project_racing_never_share_the_plain_name(tmp_path: Path, local_index: LocalIndex) -> None:
+    import threading
+
+    settings = settings_at(tmp_path / "home", local_index.url)
+    locks = [make_lock(local_index), make_lock(local_index, {**BASE, "alpha": "1.0.0"})]
+    envs = [sync(lock=lock, project="race", notebook=tmp_path / "n.ipynb", settings=settings).env for lock in locks]
+    for _iteration in range(25):
+        start = threading.Barrier(2)
+        done = threading.Barrier(2)
+        seen: dict[int, tuple[str, dict[str, Any]]] = {}
+        errors: list[BaseException] = []
+
+        def race(i: int) -> None:
+            try:
+                start.wait(timeout=30)
+                res = sync(lock=locks[i], project="race", notebook=tmp_path / "n.ipynb", settings=settings, hold=True)
+                try:
+                    done.wait(timeout=30)  # both hold their env now
+                    spec = json.loads((settings.kernels_dir / res.kernel_name / "kernel.json").read_text())
+                    seen[i] = (res.kernel_name, spec)
+                    done.wait(timeout=30)  # both have read before either lets go
+                finally:
+                    assert res.hold is not None
+                    res.hold.release()
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                done.abort()
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors and len(seen) == 2
+        assert seen[0][0] != seen[1][0]
+        for i in (0, 1):
+            name, spec = seen[i]
+            assert spec["argv"][0] == str(_rec(envs[i]).python)
+            assert spec["metadata"]["envsync"]["fingerprint"] == locks[i].fingerprint
+
+
+def _rec(env: Path) -> store.EnvRecord:
+    rec = store.read_ready(env)
+    assert rec is not None
+    return rec
+
+
+def test_init_then_sync_leaves_the_notebook_kernelspec_as_jupyter_will_show_it(
+    tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envsync.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("ENVSYNC_HOME", str(home))
+    monkeypatch.setenv("ENVSYNC_ALLOWED_INDEXES", local_index.url)
+    nb = tmp_path / "Sales Report.ipynb"
+    assert main(["init", str(nb), "alpha", "--index", local_index.url, "--python", "3.11", "--project", "sales"]) == 0
+    assert main(["sync", str(nb)]) == 0
+    kernel = json.loads((settings_at(home).kernels_dir / "envsync-sales" / "kernel.json").read_text())
+    assert json.loads(nb.read_text())["metadata"]["kernelspec"] == {
+        "display_name": kernel["display_name"],
+        "name": "envsync-sales",
+        "language": "python",
+    }
+    assert kernel["display_name"] == "sales (Python 3.11, envsync)"
+
+
+def test_the_display_name_is_the_manifest_s_never_this_machine_s() -> None:
+    assert kernels.display_name("sales", "==3.11.*") == "sales (Python 3.11, envsync)"
+    assert kernels.display_name("sales", ">=3.10, <3.13") == "sales (Python >=3.10,<3.13, envsync)"

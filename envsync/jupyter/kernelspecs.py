@@ -16,13 +16,17 @@ gateway, and the next sync after that gateway ends takes the plain name back.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from envsync.errors import KernelError
 from envsync.fsutil import atomic_write_text
@@ -30,6 +34,9 @@ from envsync.rules import check_project, is_kernel_name
 from envsync.settings import Settings
 
 PREFIX = "envsync-"
+_EXACT_MINOR = re.compile(r"==(\d+\.\d+)(?:\.\*)?")
+
+LOCK_TIMEOUT = 60.0  # the section it guards writes two small files
 
 # Does a live process use the env in this directory? (a running gateway holds its env)
 Held = Callable[[Path], bool]
@@ -70,14 +77,26 @@ class KernelInfo:
         return self.python is not None and self.python.exists()
 
 
+def display_name(project: str, requires_python: str) -> str:
+    """The kernel's display name, from the manifest alone: `sales (Python 3.11, envsync)`.
+
+    Both the kernelspec and the notebook's `metadata.kernelspec` carry it. It never names
+    this machine's interpreter: collaborators on other minors in the range would each
+    write their own, and Jupyter would rewrite the notebook to match on every open.
+    """
+    declared = "".join(requires_python.split())
+    exact = _EXACT_MINOR.fullmatch(declared)
+    python = exact.group(1) if exact else declared
+    return f"{project} (Python {python}, envsync)" if python else f"{project} (Python, envsync)"
+
+
 def kernelspec(
-    *, python: Path, python_version: str, project: str, fingerprint: str, notebook: str
+    *, python: Path, requires_python: str, project: str, fingerprint: str, notebook: str
 ) -> dict[str, Any]:
     """The kernel.json of an envsync kernel."""
-    minor = ".".join(python_version.split(".")[:2])
     return {
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"{project} (Python {minor}, envsync)",
+        "display_name": display_name(project, requires_python),
         "language": "python",
         "interrupt_mode": "signal",
         "metadata": {
@@ -145,6 +164,31 @@ def choose_name(settings: Settings, *, project: str, python: Path, env_key: str,
     return f"{plain}-{env_key}"
 
 
+@contextlib.contextmanager
+def project_lock(settings: Settings, project: str, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """One process at a time chooses the project's kernel name, writes it and holds its env.
+
+    Without it, two syncs of one project with different locks could both see the plain
+    name free and both take it. The lock files live in a folder only this user can write.
+    """
+    folder = settings.state_dir / "kernel-locks"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
+    lock = FileLock(folder / f"{check_project(project)}.lock")
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise KernelError(
+            f"another envsync process has been registering the kernel of {project!r} for over {timeout:.0f} s",
+            hint="wait for it to finish, or end it and run again",
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write(
     settings: Settings,
     *,
@@ -152,7 +196,7 @@ def write(
     notebook: str,
     fingerprint: str,
     python: Path,
-    python_version: str,
+    requires_python: str,
     env_key: str,
     held: Held,
     register_user: bool = False,
@@ -166,7 +210,7 @@ def write(
         raise KernelError(f"cannot make a kernel name from {name!r}")
     spec = kernelspec(
         python=python,
-        python_version=python_version,
+        requires_python=requires_python,
         project=project,
         fingerprint=fingerprint,
         notebook=notebook,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from envsync.errors import EnvsyncError, StaleLockError, UsageError
+from envsync.jupyter.kernelspecs import display_name
 from envsync.lock.diff import LockDiff, diff
 from envsync.lock.model import Lock
 from envsync.lock.targets import check_target_names, pythons_in_range
@@ -117,7 +118,8 @@ def init(
     if lock_now:
         manifest = replace(manifest, lock=resolve(manifest.lock_inputs, settings=settings, progress=progress))
     if created:
-        create_notebook(path, new_notebook_bytes(manifest.kernel_name, f"Python {minor} ({slug})"))
+        # The display name the kernelspec will carry, so Jupyter has nothing to rewrite on open.
+        create_notebook(path, new_notebook_bytes(manifest.kernel_name, display_name(slug, requires)))
     nb = read_notebook(path)
     _save(nb, manifest)
     return LockResult(path, manifest, diff(None, manifest.lock), written=True, created=created)

@@ -1,7 +1,8 @@
 """Lock -> a verified env with its kernel registered: what `envsync sync` and `launch` call.
 
 The env comes from `envsync.env.sync.prepare`; the kernelspec is written and the env
-held while the env's key is still locked, so `gc` cannot remove it in between. The run
+held while the env's key is still locked, so `gc` cannot remove it in between, and
+under the project's kernel lock, so two locks of one project never share a name. The run
 is recorded in history at the end, so a caller that wants to say what changed reads
 `history.last_run` first.
 """
@@ -89,18 +90,21 @@ def sync(
         rec = ready.record
         if progress is not None:
             progress(ProgressEvent(Phase.KERNEL, f"registering kernel for {project}"))
-        name = kernelspecs.write(
-            settings,
-            project=project,
-            notebook=notebook_path,
-            fingerprint=lock.fingerprint,
-            python=rec.python,
-            python_version=rec.python_version,
-            env_key=rec.key,
-            held=functools.partial(store.in_use, settings),
-            register_user=register_user,
-        )
-        held = store.EnvHold(settings, rec.path) if hold else None
+        # Name choice, kernelspec and hold as one step: a second sync of the project sees
+        # this env held before it chooses its own name.
+        with kernelspecs.project_lock(settings, project):
+            name = kernelspecs.write(
+                settings,
+                project=project,
+                notebook=notebook_path,
+                fingerprint=lock.fingerprint,
+                python=rec.python,
+                requires_python=lock.requires_python,
+                env_key=rec.key,
+                held=functools.partial(store.in_use, settings),
+                register_user=register_user,
+            )
+            held = store.EnvHold(settings, rec.path) if hold else None
     try:
         history.record_run(settings, project=project, lock=lock, notebook=notebook_path)
     except BaseException:
