@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from envsync.gateway.spec import SPEC_OPTION, TOKEN_ENV, GatewaySpec
 
 ALLOW_HEADERS = "Authorization, Content-Type"
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+_TORNADO_LOGGERS = ("tornado.access", "tornado.application", "tornado.general")
 
 
 def block_slow_imports() -> None:
@@ -36,6 +38,34 @@ def read_spec(argv: Sequence[str]) -> GatewaySpec:
     spec = GatewaySpec.from_json(argv[1])
     spec.validate()
     return spec
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft open-files limit to the hard one (each connection is a file); the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def pin_kernelspec(spec: GatewaySpec, found: Any) -> GatewaySpec:
+    """The spec with the python and fingerprint the kernelspec must keep; UsageError if it differs now."""
+    from envsync.gateway import policy
+
+    problem = policy.spec_mismatch(found, spec.python or "", spec.fingerprint or "")
+    if problem:
+        raise UsageError(f"kernelspec {spec.kernel_name} does not run the environment to serve: {problem}")
+    python, fingerprint = policy.spec_pins(found)
+    return replace(
+        spec, python=spec.python or python or None, fingerprint=spec.fingerprint or fingerprint or None
+    )
 
 
 def build_config(spec: GatewaySpec, token: str) -> Any:
@@ -78,6 +108,9 @@ def build_config(spec: GatewaySpec, token: str) -> Any:
     c.KernelSpecManager.allowed_kernelspecs = {spec.kernel_name}
     c.KernelSpecManager.ensure_native_kernel = False
     c.EnvsyncKernelManager.passthrough = list(serve.env_passthrough)
+    c.EnvsyncKernelManager.max_kernels = serve.max_kernels
+    c.EnvsyncKernelManager.python = spec.python or ""
+    c.EnvsyncKernelManager.fingerprint = spec.fingerprint or ""
     c.MappingKernelManager.root_dir = root_dir
     return c
 
@@ -95,20 +128,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     block_slow_imports()
 
+    import logging
+
     from jupyter_client.kernelspec import NoSuchKernel
     from jupyter_core.utils import ensure_event_loop
 
-    from envsync.gateway import policy
+    from envsync.gateway import logs, policy
 
     policy.install_log_redaction(token)
+    raise_open_files_limit()
     loop = ensure_event_loop()
+    # Read before the app exists: the kernel manager is configured with what it says.
+    probe = policy.EnvsyncKernelSpecManager(data_dir=str(spec.jupyter_data_dir), kernel_name=spec.kernel_name)
+    try:
+        spec = pin_kernelspec(spec, probe.get_kernel_spec(spec.kernel_name))
+    except NoSuchKernel:
+        print(
+            f"envsync gateway: kernel {spec.kernel_name} not found in {spec.jupyter_data_dir / 'kernels'}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"envsync gateway: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     app = policy.EnvsyncGatewayApp(config=build_config(spec, token))
     app.initialize(argv=[])
-    try:
-        app.kernel_spec_manager.get_kernel_spec(spec.kernel_name)
-    except NoSuchKernel:
-        app.log.critical("kernel %s not found in %s", spec.kernel_name, spec.jupyter_data_dir / "kernels")
-        return EXIT_USAGE
+    logs.install(spec.log_max_bytes, [app.log, *(logging.getLogger(n) for n in _TORNADO_LOGGERS)])
     app.start()
     loop.close()
     return 0

@@ -5,21 +5,23 @@ tornado). What each piece adds to Kernel Gateway 3.0.1:
 - `EnvsyncKernelSpecManager`: kernelspecs come from envsync's data dir only, and only the
   project's kernel can start;
 - `EnvsyncKernelManager`: kernels get the pass-through environment only (KG would hand them
-  its whole environment), start inside the root dir, and die with the gateway;
-- `EnvsyncIdentityProvider`: a bare CORS preflight passes without a token, every other
-  request needs it, and no cookie stands in for it;
+  its whole environment), start inside the root dir (symlinks resolved), get a server-made
+  id, never exceed `max_kernels`, start only from a kernelspec that still names the served
+  env and fingerprint, and die with the gateway;
+- `EnvsyncIdentityProvider`: `guard.TokenCheck` decides (a bare CORS preflight passes
+  without a token), and no cookie stands in for the token;
 - `ForeignHostHandler`: a loopback bind refuses foreign Host headers (KG turns
   jupyter_server's check off);
 - `CorsForAllowedOrigin`: CORS headers go only to the configured origin;
 - `install_log_redaction`: the token never reaches a log line;
-- `EnvsyncGatewayApp`: no config files, and SIGINT behaves like SIGTERM (kernels are shut
-  down, then the process exits).
+- `EnvsyncGatewayApp`: no config files, SIGINT behaves like SIGTERM (kernels are shut
+  down, then the process exits), `guard.GuardedHTTPServer` in front, and every handler
+  rebuilt by `handlers.harden`.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import os
 import re
@@ -36,9 +38,10 @@ from kernel_gateway.auth.identity import GatewayIdentityProvider
 from kernel_gateway.gatewayapp import KernelGatewayApp
 from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 from tornado import web
-from traitlets import List, Unicode
+from traitlets import Integer, List, Unicode
 
-from envsync.gateway.spec import ANY_ORIGIN, is_loopback
+from envsync.gateway import guard, handlers
+from envsync.gateway.spec import ANY_ORIGIN, DEFAULT_MAX_KERNELS, is_loopback
 from envsync.proc import parent_death_hook
 
 # Loopback names a browser may send as Host for a loopback bind.
@@ -105,6 +108,40 @@ def within(root: Path, path: Any) -> bool:
     return (root / path).resolve().is_relative_to(root.resolve())
 
 
+def kernel_cwd(root: Path, path: Any) -> Path:
+    """Where a kernel for the notebook at `path` starts: its folder, symlinks resolved, inside `root`."""
+    base = root.resolve()
+    if not within(base, path):
+        # No path: the gateway's own directory (where the envsync package lives) would be
+        # the cwd; one that climbs out, even through a symlink: outside the notebook's folder.
+        return base
+    # jupyter_server would join and normalise the text, so `link/../..` could climb out
+    # where the resolved path does not: the resolved one is the only one used.
+    target = (base / str(path).lstrip("/")).resolve()
+    while target != base and not target.is_dir():
+        target = target.parent
+    return target
+
+
+def spec_pins(spec: Any) -> tuple[str, str]:
+    """A kernelspec's interpreter (argv[0]) and metadata.envsync.fingerprint; "" where missing."""
+    argv = getattr(spec, "argv", None) or [""]
+    metadata = getattr(spec, "metadata", None)
+    envsync = metadata.get("envsync") if isinstance(metadata, dict) else None
+    fingerprint = envsync.get("fingerprint") if isinstance(envsync, dict) else None
+    return str(argv[0]), fingerprint if isinstance(fingerprint, str) else ""
+
+
+def spec_mismatch(spec: Any, python: str, fingerprint: str) -> str | None:
+    """What in a kernelspec differs from the env this gateway serves, or None."""
+    found_python, found_fingerprint = spec_pins(spec)
+    if python and found_python != python:
+        return f"it runs {found_python!r} instead of {python!r}"
+    if fingerprint and found_fingerprint != fingerprint:
+        return f"its fingerprint is {found_fingerprint!r} instead of {fingerprint!r}"
+    return None
+
+
 class EnvsyncKernelSpecManager(KernelSpecManager):
     """Looks only in envsync's data dir and knows only the project's kernel."""
 
@@ -123,19 +160,26 @@ class EnvsyncKernelSpecManager(KernelSpecManager):
 
 
 class EnvsyncKernelManager(SeedingMappingKernelManager):
-    """Starts kernels with the pass-through environment, not the gateway's."""
+    """Starts kernels with the pass-through environment, not the gateway's, and within limits."""
 
     passthrough = List(Unicode(), config=True, help="environment names a kernel inherits")
+    max_kernels = Integer(DEFAULT_MAX_KERNELS, config=True, help="kernels running or starting at once")
+    python = Unicode("", config=True, help="the interpreter the kernelspec must run")
+    fingerprint = Unicode("", config=True, help="the lock fingerprint the kernelspec must carry")
+    _starting = 0
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("kernel_id") is not None:
+            # jupyter_server would take the client's id as is (`x y`, `../k`) or hand back
+            # the running kernel that has it.
+            raise web.HTTPError(400, "kernel ids are made by the gateway: leave kernel_id out")
+        # A kernel is counted from the request on: parallel requests cannot overshoot.
+        if len(self._kernels) + self._starting >= self.max_kernels:
+            raise web.HTTPError(
+                429, f"this gateway runs at most {self.max_kernels} kernels at once: shut one down first"
+            )
         kwargs["env"] = kernel_env(self.passthrough, kwargs.get("env"))
-        root = Path(self.root_dir)
-        if not within(root, kwargs.get("path")):
-            # Without a path jupyter_server leaves cwd unset and the kernel would start
-            # in the gateway's own directory (where the envsync package lives); with
-            # "../.." it would start outside the notebook's folder.
-            kwargs.pop("path", None)
-            kwargs["cwd"] = str(root)
+        kwargs["cwd"] = str(kernel_cwd(Path(self.root_dir), kwargs.pop("path", None)))
         # ipykernel's own parent poller misses a gateway killed while the kernel is
         # still starting when a subreaper (systemd --user) adopts it: its new parent
         # is then not PID 1. The kernel has nothing to save, so SIGKILL it.
@@ -143,7 +187,25 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
         if hook is not None:
             # jupyter_client hands extra keyword arguments on to Popen.
             kwargs["preexec_fn"] = hook
-        return await super().start_kernel(*args, **kwargs)
+        self._starting += 1
+        try:
+            return await super().start_kernel(*args, **kwargs)
+        finally:
+            self._starting -= 1
+
+    def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> Any:
+        km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
+        # The kernel manager keeps the spec it reads here for the start and every restart:
+        # checking this very object leaves no gap for a rewrite of kernel.json.
+        problem = spec_mismatch(km.kernel_spec, self.python, self.fingerprint)
+        if problem:
+            self.log.error("refusing to start kernel %s: its kernelspec changed on disk: %s", name, problem)
+            raise web.HTTPError(
+                409,
+                f"kernelspec {name} no longer runs the environment this gateway serves; "
+                "run `envsync launch` again",
+            )
+        return km, name, kernel_id
 
 
 class EnvsyncIdentityProvider(GatewayIdentityProvider):
@@ -151,18 +213,19 @@ class EnvsyncIdentityProvider(GatewayIdentityProvider):
 
     def get_user(self, handler: Any) -> Any:
         request = handler.request
-        if (
-            request.method == "OPTIONS"
-            and "Origin" in request.headers
-            and "Access-Control-Request-Method" in request.headers
-        ):
+        if guard.is_preflight(request.method, request.headers):
             # Browsers never send credentials on a preflight; KG's OPTIONS handlers
             # only write headers, so letting them through exposes nothing.
             return User("cors-preflight")
-        supplied = self.get_token(handler) or ""
-        if self.token and hmac.compare_digest(supplied.encode(), self.token.encode()):
+        if self.token and guard.TokenCheck(self.token).matches(self.get_token(handler)):
             return self.generate_anonymous_user(handler)
         return None
+
+    def get_token(self, handler: Any) -> str | None:
+        # Not a form body, and `?token=` only where a browser cannot send a header.
+        request = handler.request
+        path, _, query = request.uri.partition("?")
+        return guard.supplied_token(path, query, request.headers)
 
     def get_user_cookie(self, handler: Any) -> None:
         return None  # no login cookies: a cookie would stand in for the token
@@ -230,9 +293,27 @@ class EnvsyncGatewayApp(KernelGatewayApp):
 
     def init_webapp(self) -> None:
         super().init_webapp()
+        handlers.harden(self.web_app, guard.TokenCheck(self.auth_token))
         if is_loopback(self.ip):
             self.web_app.add_handlers(host_pattern(self.ip), [(r".*", ForeignHostHandler)])
             self.web_app.settings["allow_remote_access"] = False
         # tornado makes a transform from the request alone: bind the origin beforehand.
         transform = functools.partial(CorsForAllowedOrigin, allowed=self.allow_origin)
         self.web_app.add_transform(cast("type[web.OutputTransform]", transform))
+
+    def init_http_server(self) -> None:
+        import resource
+
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.http_server = guard.GuardedHTTPServer(
+            self.web_app,
+            check=guard.TokenCheck(self.auth_token),
+            cors_origin=self.allow_origin,
+            max_connections=guard.connection_cap(open_files),
+            ssl_options=self._build_ssl_options(),
+        )
+        try:
+            self.http_server.listen(self.port, self.ip)
+        except OSError as exc:
+            self.log.critical("cannot listen on %s port %s: %s", self.ip, self.port, exc.strerror)
+            self.exit(1)

@@ -8,6 +8,7 @@ its only source of kernelspecs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -43,6 +44,7 @@ class RunningGateway:
     log_path: Path | None = None
     # With the PID, names this one process: a later process given the same PID differs here.
     started: float | None = None
+    runtime_dir: Path | None = None  # its kernels' connection files
 
 
 def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float = 30.0) -> RunningGateway:
@@ -58,6 +60,8 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
     port = _claim_port(serve.ip, serve.port)
     token = token or _new_token()
     log_path = spec.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log"
+    # Connection files (with each kernel's HMAC key) go in a folder of this gateway's own.
+    runtime = fresh_private_dir(runtime_dir(data_dir, port))
     # The child gets absolute paths and the port claimed here: its working dir differs.
     resolved = replace(
         spec,
@@ -66,7 +70,11 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
         working_dir=Path(spec.working_dir or Path.cwd()).resolve(),
         log_path=log_path,
     )
-    process = _spawn(resolved, token, log_path)
+    try:
+        process = _spawn(resolved, token, log_path, runtime)
+    except BaseException:
+        remove_runtime(runtime)
+        raise
     gw = RunningGateway(
         pid=process.pid,
         port=port,
@@ -76,11 +84,13 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
         process=process,
         log_path=log_path,
         started=proc.start_time(process.pid),
+        runtime_dir=runtime,
     )
     try:
         _wait_ready(gw, serve.ip, time.monotonic() + ready_timeout)
     except BaseException:
         proc.shutdown(process, interrupt_timeout=2.0, terminate_timeout=2.0)
+        remove_runtime(runtime)
         raise
     return gw
 
@@ -92,7 +102,12 @@ def stop(gw: RunningGateway, timeout: float = 15.0) -> int | None:
         return None
     kernel_pids = proc.descendants(gw.pid)
     returncode = proc.shutdown(gw.process, **_deadlines(timeout))
-    _end_kernels(kernel_pids)
+    try:
+        _end_kernels(kernel_pids)
+    finally:
+        # A gateway that died hard left its kernels' connection files behind.
+        if gw.runtime_dir is not None:
+            remove_runtime(gw.runtime_dir)
     return returncode
 
 
@@ -129,7 +144,57 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def runtime_dir(data_dir: Path, port: int) -> Path:
+    """The folder of the gateway on `port` for its kernels' connection files."""
+    return Path(data_dir) / "runtime" / f"kernels-{int(port)}"
+
+
+def fresh_private_dir(path: Path) -> Path:
+    """`path` as an empty folder only its owner may enter (0700), its parent 0700 too."""
+    for folder in (path.parent, path):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode yields to the umask, and an older folder may be open
+    for stale in path.iterdir():  # left by a gateway that died on this port
+        _unlink_quietly(stale)
+    return path
+
+
+def remove_runtime(path: Path) -> None:
+    """Delete a gateway's runtime folder and the connection files in it."""
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        _unlink_quietly(entry)
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def sweep(pids: Iterable[int], *, grace: float = 2.0) -> list[int]:
+    """End every PID still running: SIGTERM to all, then SIGKILL to those left after `grace`; those left."""
+    targets = [p for p in dict.fromkeys(pids) if p != os.getpid() and proc.pid_alive(p)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
+        for pid in targets:
+            proc.signal_pid(pid, sig)
+        deadline = time.monotonic() + wait
+        while targets and time.monotonic() < deadline:
+            time.sleep(_POLL)
+            targets = [p for p in targets if proc.pid_alive(p)]
+        if not targets:
+            break
+    return targets
+
+
 # --- internals ---------------------------------------------------------------------------
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            for entry in path.iterdir():
+                _unlink_quietly(entry)
+            path.rmdir()
+        else:
+            path.unlink()
 
 
 def _deadlines(timeout: float) -> dict[str, float]:
@@ -181,7 +246,7 @@ def _claim_port(ip: str, port: int) -> int:
         return int(sock.getsockname()[1])
 
 
-def _child_env(spec: GatewaySpec, token: str) -> dict[str, str]:
+def _child_env(spec: GatewaySpec, token: str, runtime: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in spec.serve.env_passthrough if k in os.environ}
     data_dir = spec.jupyter_data_dir
     env.update(
@@ -190,14 +255,14 @@ def _child_env(spec: GatewaySpec, token: str) -> dict[str, str]:
             "JUPYTER_DATA_DIR": str(data_dir),
             "JUPYTER_PATH": str(data_dir),
             "JUPYTER_CONFIG_DIR": str(data_dir / "config"),
-            "JUPYTER_RUNTIME_DIR": str(data_dir / "runtime"),
+            "JUPYTER_RUNTIME_DIR": str(runtime),
             TOKEN_ENV: token,
         }
     )
     return env
 
 
-def _spawn(spec: GatewaySpec, token: str, log_path: Path) -> proc.Popen[bytes]:
+def _spawn(spec: GatewaySpec, token: str, log_path: Path, runtime: Path) -> proc.Popen[bytes]:
     # The spec goes on argv: it holds nothing secret, needs no pipe kept open for the
     # child's life, and lets `registry` tell from a PID's command line which gateway it
     # is. The token alone goes through the environment, which `ps` does not show.
@@ -209,7 +274,7 @@ def _spawn(spec: GatewaySpec, token: str, log_path: Path) -> proc.Popen[bytes]:
         # that holds the envsync package, so the child imports this very envsync.
         return proc.spawn(
             argv,
-            env=_child_env(spec, token),
+            env=_child_env(spec, token, runtime),
             cwd=Path(__file__).resolve().parents[2],
             stdout=fd,
             stderr=proc.STDOUT,
@@ -305,5 +370,8 @@ def _new_token() -> str:
     """A random token that never starts with '-', so it can be pasted after `--token`."""
     while True:
         token = secrets.token_urlsafe(32)
-        if not token.startswith("-"):
+        if token.startswith("-"):
+            continue
+        with contextlib.suppress(UsageError):
+            check_token(token)  # 43 random characters all but always pass
             return token

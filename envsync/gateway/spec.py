@@ -41,6 +41,14 @@ ANY_ORIGIN = "*"
 SPEC_OPTION = "--spec"
 # The token travels as `?token=` on WebSocket URLs: keep it free of characters to escape.
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
+# A guessable token is no lock: the generated one has 43 characters from 64.
+TOKEN_MIN_LENGTH = 32
+TOKEN_MIN_DISTINCT = 10
+_TOKEN_CLASSES = (str.islower, str.isupper, str.isdigit)
+DEFAULT_MAX_KERNELS = 8
+MAX_KERNELS_LIMIT = 256
+# The gateway's log is compacted to its newest half once it reaches this size.
+DEFAULT_LOG_MAX_BYTES = 8 << 20
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -68,9 +76,21 @@ def normalize_origin(origin: str) -> str:
 
 
 def check_token(token: str) -> None:
-    """Refuse a token that would need escaping in a URL."""
+    """Refuse a token that would need escaping in a URL, or one too weak to keep others out."""
     if _TOKEN.fullmatch(token) is None:
         raise UsageError("the token may contain only letters, digits and . _ ~ -")
+    if len(token) < TOKEN_MIN_LENGTH:
+        raise UsageError(
+            f"the token is too short ({len(token)} characters): use at least {TOKEN_MIN_LENGTH}, "
+            "or leave it out for a random one"
+        )
+    classes = sum(1 for is_class in _TOKEN_CLASSES if any(is_class(c) for c in token))
+    classes += any(c in "._~-" for c in token)
+    if len(set(token)) < TOKEN_MIN_DISTINCT or classes < 2:
+        raise UsageError(
+            f"the token is too easy to guess: use at least {TOKEN_MIN_DISTINCT} different characters "
+            "of at least two kinds (letters, digits, . _ ~ -), or leave it out for a random one"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,7 @@ class ServeOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     env_passthrough: tuple[str, ...] = DEFAULT_ENV_PASSTHROUGH
+    max_kernels: int = DEFAULT_MAX_KERNELS  # running at once; a start past it is refused
 
     @property
     def loopback(self) -> bool:
@@ -106,6 +127,8 @@ class ServeOptions:
         """Refuse insecure or malformed settings with a one-line UsageError."""
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port {self.port} is out of range (0-65535)")
+        if not 1 <= self.max_kernels <= MAX_KERNELS_LIMIT:
+            raise UsageError(f"max kernels {self.max_kernels} is out of range (1-{MAX_KERNELS_LIMIT})")
         self._check_origin()
         self._check_tls()
         self._check_passthrough()
@@ -151,11 +174,18 @@ class GatewaySpec:
     serve: ServeOptions = field(default_factory=ServeOptions)
     working_dir: Path | None = None  # kernels' working directory; None: the current one
     log_path: Path | None = None  # None: <jupyter_data_dir>/runtime/envsync-gateway-<port>.log
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    # What the kernelspec must still say at each kernel start (its argv[0] and
+    # metadata.envsync.fingerprint); None: what it says when the gateway starts.
+    python: str | None = None
+    fingerprint: str | None = None
 
     def validate(self) -> None:
         """The kernel name, then every `ServeOptions` rule."""
         if not rules.is_kernel_name(self.kernel_name):
             raise UsageError(f"invalid kernel name {self.kernel_name!r}")
+        if self.log_max_bytes < 4096:
+            raise UsageError(f"the gateway log needs at least 4096 bytes (got {self.log_max_bytes})")
         self.serve.validate()
 
     def to_json(self) -> str:
@@ -166,6 +196,9 @@ class GatewaySpec:
                 "jupyter_data_dir": str(self.jupyter_data_dir),
                 "working_dir": _opt_str(self.working_dir),
                 "log_path": _opt_str(self.log_path),
+                "log_max_bytes": self.log_max_bytes,
+                "python": self.python,
+                "fingerprint": self.fingerprint,
                 "serve": {
                     "ip": s.ip,
                     "port": s.port,
@@ -174,6 +207,7 @@ class GatewaySpec:
                     "certfile": _opt_str(s.certfile),
                     "keyfile": _opt_str(s.keyfile),
                     "env_passthrough": list(s.env_passthrough),
+                    "max_kernels": s.max_kernels,
                 },
             },
             separators=(",", ":"),
@@ -186,11 +220,21 @@ class GatewaySpec:
             data = json.loads(text)
         except ValueError as exc:
             raise UsageError(f"cannot read the gateway spec: not JSON ({exc})") from None
-        top = _Fields(data, "spec", {"kernel_name", "jupyter_data_dir", "working_dir", "log_path", "serve"})
+        top = _Fields(
+            data,
+            "spec",
+            {
+                *("kernel_name", "jupyter_data_dir", "working_dir", "log_path", "log_max_bytes"),
+                *("python", "fingerprint", "serve"),
+            },
+        )
         s = _Fields(
             top.get("serve", dict),
             "serve",
-            {"ip", "port", "allow_origin", "allow_insecure_origin", "certfile", "keyfile", "env_passthrough"},
+            {
+                *("ip", "port", "allow_origin", "allow_insecure_origin", "certfile", "keyfile"),
+                *("env_passthrough", "max_kernels"),
+            },
         )
         passthrough = s.get("env_passthrough", list)
         if not all(isinstance(n, str) for n in passthrough):
@@ -203,6 +247,7 @@ class GatewaySpec:
             certfile=s.optional_path("certfile"),
             keyfile=s.optional_path("keyfile"),
             env_passthrough=tuple(passthrough),
+            max_kernels=s.get("max_kernels", int),
         )
         return cls(
             kernel_name=top.get("kernel_name", str),
@@ -210,6 +255,9 @@ class GatewaySpec:
             serve=serve,
             working_dir=top.optional_path("working_dir"),
             log_path=top.optional_path("log_path"),
+            log_max_bytes=top.get("log_max_bytes", int),
+            python=top.optional("python", str),
+            fingerprint=top.optional("fingerprint", str),
         )
 
 

@@ -163,9 +163,33 @@ def test_refused_requests_change_nothing_on_the_kernel(
     assert [k["id"] for k in gateway.kernels(gw)] == [kernel["id"]]
 
 
-def test_the_token_in_the_documented_places_is_accepted(gw: gateway.RunningGateway) -> None:
+def test_the_token_in_the_documented_places_is_accepted(
+    gw: gateway.RunningGateway, kernel: dict[str, Any]
+) -> None:
     assert requests.get(f"{gw.url}/api/kernels", headers=auth(gw), timeout=10).status_code == 200
-    assert requests.get(f"{gw.url}/api/kernels", params={"token": gw.token}, timeout=10).status_code == 200
+    ws = websocket.create_connection(channels_url(gw, kernel["id"]), origin=ORIGIN, timeout=10)
+    ws.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api", "/api/kernels", "/api/kernelspecs", "/api/sessions", "/api/kernels/{kid}"]
+)
+def test_the_token_in_a_rest_query_is_refused(
+    path: str, gw: gateway.RunningGateway, kernel: dict[str, Any]
+) -> None:
+    # `?token=` ends up in proxy and browser histories: only the channels WebSocket takes it.
+    r = requests.get(f"{gw.url}{path.format(kid=kernel['id'])}", params={"token": gw.token}, timeout=10)
+    assert r.status_code == 401, (path, r.status_code)
+    attempt("token")
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_the_token_in_a_form_body_is_refused(method: str, gw: gateway.RunningGateway) -> None:
+    before = [k["id"] for k in gateway.kernels(gw)]
+    r = requests.request(method, f"{gw.url}/api/kernels", data={"token": gw.token}, timeout=10)
+    assert r.status_code == 401
+    assert [k["id"] for k in gateway.kernels(gw)] == before
+    attempt("token")
 
 
 @pytest.mark.parametrize(
