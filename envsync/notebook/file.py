@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from envsync.errors import ConcurrentModificationError, NotebookError
 from envsync.fsutil import atomic_write_bytes
+from envsync.notebook import jsontext, writelock
 
 KEY = "envsync"
 _DECODER = json.JSONDecoder()
@@ -70,14 +70,7 @@ def read_notebook(path: Path) -> NotebookFile:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise NotebookError(f"{shown} is not UTF-8 text, so not a notebook") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise NotebookError(
-            f"{shown} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    except RecursionError:
-        raise NotebookError(f"{shown} is nested too deeply to be a notebook") from None
+    data = jsontext.loads(text, shown)
     check_structure(data, shown)
     return NotebookFile(path=path, raw=raw, data=data)
 
@@ -247,36 +240,58 @@ def _remove_member(s: str, obj_start: int, inner: list[_Member], member: _Member
 def write_manifest(nb: NotebookFile, value: Any | None) -> NotebookFile:
     """Write `value` as metadata.envsync into the notebook file, atomically.
 
-    Refuses, without writing, if the file changed on disk since `nb` was read.
+    Refuses, without writing, if the file changed on disk since `nb` was read. The new
+    file keeps the owner, group and mode of the one it replaces.
     """
-    from filelock import FileLock
-
     target = nb.path.resolve()
-    try:
-        st = target.stat()
-    except FileNotFoundError:
-        raise ConcurrentModificationError(f"{nb.path} was removed while envsync worked on it") from None
-    if not os.access(target, os.W_OK):
-        raise NotebookError(f"{nb.path} is read-only", hint="make it writable, or copy it first")
-    if not os.access(target.parent, os.W_OK):
-        raise NotebookError(f"cannot write into {target.parent}: the folder is read-only")
+    st = _stat_for_write(nb.path, target)
     text = splice_manifest(nb.raw.decode("utf-8"), value)
     new_raw = text.encode("utf-8")
     # Parse what we are about to write: never leave a notebook that does not load.
-    new_data = json.loads(text)
-    # The lock lives outside the notebook's folder so that nothing appears beside it.
-    key = hashlib.sha256(str(target).encode()).hexdigest()[:24]
-    lock_path = Path(tempfile.gettempdir()) / f"envsync-notebook-{key}.lock"
-    with FileLock(str(lock_path), timeout=30):
+    new_data = jsontext.loads(text, str(nb.path))
+    with writelock.held(target, str(nb.path)):
         if target.read_bytes() != nb.raw:
             raise ConcurrentModificationError(
                 f"{nb.path} changed on disk while envsync was working; nothing was written",
                 hint="run the command again",
             )
-        atomic_write_bytes(target, new_raw, mode=stat.S_IMODE(st.st_mode))
+        st = _stat_for_write(nb.path, target)
+        try:
+            atomic_write_bytes(target, new_raw, like=st)
+        except PermissionError as exc:
+            raise NotebookError(
+                f"cannot rewrite {nb.path} with its owner (uid {st.st_uid}, gid {st.st_gid}) and mode "
+                f"{stat.S_IMODE(st.st_mode):04o}: {exc.strerror}; nothing was written"
+            ) from None
         # Every envsync writer holds this lock, so a temp file of ours still here is
         # what a killed writer left: remove it rather than leave a notebook-sized file.
         for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink()
     return NotebookFile(path=nb.path, raw=new_raw, data=new_data)
+
+
+def _stat_for_write(shown: Path, target: Path) -> os.stat_result:
+    """The notebook's stat, once it is known that a rewrite can keep its owner and group."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        raise ConcurrentModificationError(f"{shown} was removed while envsync worked on it") from None
+    if not os.access(target, os.W_OK):
+        raise NotebookError(f"{shown} is read-only", hint="make it writable, or copy it first")
+    if not os.access(target.parent, os.W_OK):
+        raise NotebookError(f"cannot write into {target.parent}: the folder is read-only")
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        # The rewrite is a new file: only root can give it another user's name or a group
+        # this user is not in, and silently taking the notebook over is not ours to do.
+        if st.st_uid != os.geteuid():
+            raise NotebookError(
+                f"{shown} belongs to another user (uid {st.st_uid}); rewriting it would make it yours",
+                hint="ask its owner to run the command, or work on a copy",
+            )
+        if st.st_gid != os.getegid() and st.st_gid not in os.getgroups():
+            raise NotebookError(
+                f"{shown} belongs to group {st.st_gid}, which you are not in; rewriting it would change its group",
+                hint="ask its owner to run the command, or work on a copy",
+            )
+    return st
