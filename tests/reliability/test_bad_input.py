@@ -170,6 +170,28 @@ def duplicate_metadata_key(tmp: Path, good: Path) -> Path:
     return path
 
 
+def text_edit(old: str, new: str) -> Builder:
+    """The good notebook's text with the first `old` replaced by `new` (raw JSON text)."""
+
+    def build(tmp: Path, good: Path) -> Path:
+        text = good.read_text(encoding="utf-8")
+        assert old in text
+        path = tmp / "odd.ipynb"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        return path
+
+    return build
+
+
+def odd_cell(execution_count: str) -> Builder:
+    """A code cell whose execution_count is the raw JSON text given."""
+    return text_edit(
+        '"cells": []',
+        '"cells": [{"cell_type": "code", "execution_count": ' + execution_count
+        + ', "id": "odd", "metadata": {}, "outputs": [], "source": []}]',
+    )
+
+
 # --- the cases every notebook-reading command must refuse ------------------------------------
 
 # case id -> (builder, text the ERROR line contains)
@@ -211,6 +233,33 @@ CORE: dict[str, tuple[Builder, str]] = {
         write("x.ipynb", '{"cells": [], "nbformat": 4, "metadata": {"x": ' + deep(100_000) + "}}"),
         "nested too deeply",
     ),
+    # valid JSON that Python's reader refuses or that envsync must not guess about
+    "integer-5000-digits-in-a-cell": (odd_cell("7" * 5000), "holds an integer of 5,000 digits"),
+    "integer-5000-digits-in-the-manifest": (
+        text_edit('"version": 1', '"version": ' + "1" * 5000),
+        "holds an integer of 5,000 digits",
+    ),
+    "lone-surrogate-in-a-cell": (odd_cell('"\\ud800"'), "holds a lone surrogate escape (\\ud800)"),
+    "lone-surrogate-in-a-dependency": (
+        text_edit('"alpha"', '"alpha\\udc00"'),
+        "holds a lone surrogate escape (\\udc00)",
+    ),
+    "nan-in-the-manifest": (text_edit('"version": 1', '"version": NaN'), "metadata.envsync.version"),
+    "infinity-in-the-manifest": (text_edit('"version": 1', '"version": Infinity'), "metadata.envsync.version"),
+    "huge-float-in-the-manifest": (text_edit('"version": 1', '"version": 1e999'), "metadata.envsync.version"),
+    "key-twice-in-the-manifest": (
+        text_edit('"index": ', '"index": "http://evil.example/simple", "index": '),
+        "metadata.envsync has the key 'index' twice",
+    ),
+    "envsync-key-twice-in-metadata": (
+        text_edit('"envsync": {', '"envsync": {"version": 1}, "envsync": {'),
+        "metadata has the key 'envsync' twice",
+    ),
+    "manifest-nested-200-deep": (
+        with_manifest(lambda m: m["dependencies"].append(json.loads(deep(200)))),
+        "metadata.envsync is nested more than 32 levels deep",
+    ),
+    "cell-nested-300-deep": (odd_cell(deep(300)), "nested too deeply"),
     "dangling-symlink": (dangling_link, "no such file"),
     "symlink-loop": (link_loop, "cannot read"),
     "symlink-to-directory": (link_to_directory, "is a directory, not a notebook"),
@@ -335,7 +384,7 @@ CORE: dict[str, tuple[Builder, str]] = {
         lock_edit(lambda lk: lk.update({"lock-version": "2.0"})),
         "metadata.envsync.lock.lock-version",
     ),
-    "duplicate-metadata-key": (duplicate_metadata_key, ""),
+    "duplicate-metadata-key": (duplicate_metadata_key, "the top-level object has the key 'metadata' twice"),
 }
 
 # The commands that read a notebook; `other` is a second, good notebook for `diff`.
@@ -355,8 +404,7 @@ COMMANDS: dict[str, Callable[[Path, Path], list[str | Path]]] = {
     "launch": lambda nb, other: ["launch", nb, "--json"],
 }
 
-# The duplicate-key case is a notebook that loads fine; it belongs to its own test below.
-MATRIX = [c for c in CORE if c != "duplicate-metadata-key"]
+MATRIX = list(CORE)
 
 
 def test_at_least_forty_distinct_bad_inputs() -> None:
