@@ -250,3 +250,22 @@ def test_an_env_without_a_file_record_is_verified_against_record_and_given_one(
     assert [d.kind for d in check(lock=lock, settings=settings).differences] == ["modified"]
     sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, repair=True)
     assert files.load(result.env) is not None and check(lock=lock, settings=settings).clean
+
+
+def test_files_a_hard_linking_installer_shared_with_its_cache_are_made_the_env_s_own(
+    tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envsync.env.installers import uv as uv_installer
+
+    cache = tmp_path / "uv-cache"
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    monkeypatch.setattr(uv_installer, "LINK_MODE", "hardlink")
+    lock = make_lock(local_index)
+    result = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings_at(tmp_path, local_index.url))
+    module = _module(result)
+    original = module.read_bytes()
+    [cached] = _cached_copies(original, cache)
+    assert os.stat(module).st_nlink == 1 and os.stat(module).st_ino != os.stat(cached).st_ino
+    with module.open("a") as fh:
+        fh.write("TAMPERED = True\n")
+    assert cached.read_bytes() == original

@@ -22,10 +22,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envsync.fsutil import atomic_write_text
 
@@ -47,9 +49,8 @@ class FileProblem:
     problem: Problem
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One installed file as recorded after its hash was verified."""
+class Entry(NamedTuple):
+    """One installed file as recorded after its hash was verified (a tuple: tens of thousands load at once)."""
 
     path: str  # relative to the env's root, with `/`
     size: int
@@ -110,7 +111,10 @@ def _hash_all(env: Path, paths: Iterable[str]) -> dict[str, str | None]:
 
 
 def verify(env: Path, dist_infos: Mapping[str, Path]) -> tuple[Entries, Problems]:
-    """Hash every file the RECORDs list; the record of each file, and the files that differ."""
+    """Hash every file the RECORDs list; the record of each file, and the files that differ.
+
+    A matching file that is hard-linked elsewhere is replaced by a copy of its own first.
+    """
     listed = {name: read_record(env, info) for name, info in dist_infos.items()}
     digests = _hash_all(env, (path for rows in listed.values() for path, _h, _s in rows))
     entries: Entries = {}
@@ -127,16 +131,39 @@ def verify(env: Path, dist_infos: Mapping[str, Path]) -> tuple[Entries, Problems
             elif got != want or (size is not None and st.st_size != size):
                 problems.setdefault(name, []).append(FileProblem(path, Problem.MODIFIED))
             else:
+                if st.st_nlink > 1:
+                    st = _unshare(os.path.join(env, path))
                 entries.setdefault(name, []).append(Entry(path, st.st_size, st.st_mtime_ns, want))
     return entries, problems
 
 
+def _unshare(path: str) -> os.stat_result:
+    """Give the env its own copy of a file hard-linked elsewhere (uv's cache, another env).
+
+    An edit through one link would change every env sharing it; the installer is asked
+    for copies, and this keeps that true whatever it fell back to.
+    """
+    tmp = f"{path}.envsync-unshare"
+    shutil.copy2(path, tmp)
+    os.replace(tmp, path)
+    return os.stat(path)
+
+
 def write(env: Path, entries: Entries) -> None:
-    """Keep the verified file record in the env (before its ready marker is written)."""
+    """Keep the verified file record in the env (before its ready marker is written).
+
+    Columns, not rows: paths and hashes as one string a distribution, so reading the
+    record of a 12,000-file env is a few large JSON values instead of 48,000 small ones.
+    """
     data = {
         "format": FORMAT,
         "distributions": {
-            name: [[e.path, e.size, e.mtime_ns, e.digest] for e in files]
+            name: {
+                "paths": "\n".join(e.path for e in files),
+                "sizes": [e.size for e in files],
+                "mtimes-ns": [e.mtime_ns for e in files],
+                "hashes": " ".join(e.digest for e in files),
+            }
             for name, files in sorted(entries.items())
         },
     }
@@ -149,10 +176,12 @@ def load(env: Path) -> Entries | None:
         data = json.loads((env / FILES).read_bytes())
         if data.get("format") != FORMAT:
             return None
-        return {
-            name: [Entry(p, int(size), int(mtime), str(digest)) for p, size, mtime, digest in rows]
-            for name, rows in data["distributions"].items()
-        }
+        out: Entries = {}
+        for name, cols in data["distributions"].items():
+            paths = cols["paths"].split("\n") if cols["paths"] else []
+            columns = (paths, cols["sizes"], cols["mtimes-ns"], cols["hashes"].split())
+            out[name] = list(map(Entry._make, zip(*columns, strict=True)))
+        return out
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
