@@ -480,3 +480,34 @@ def test_rewrite_that_cannot_keep_the_owner_is_refused_and_changes_nothing(
     st = nb.stat()
     assert (st.st_uid, st.st_gid) == (12345, 12345)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize(
+    ("owner", "text"),
+    [
+        ((4242, 12345), "belongs to another user (uid 4242); rewriting it would make it yours"),
+        ((12345, 4242), "belongs to group 4242, which you are not in; rewriting it would change its group"),
+    ],
+    ids=["another-user", "a-group-not-ours"],
+)
+def test_a_user_who_cannot_keep_the_owner_is_refused_before_anything_is_written(
+    owner: tuple[int, int],
+    text: str,
+    nb: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As user 12345 (group 12345 only): a notebook of another user or group is left as it is."""
+    nb.chmod(0o666)
+    os.chown(nb, *owner)
+    before = nb.read_bytes()
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    monkeypatch.setattr(os, "getegid", lambda: 12345)
+    monkeypatch.setattr(os, "getgroups", lambda: [12345])
+    code, out, err = run(capsys, "add", nb, "beta")
+    one_error(code, err, f"{nb} {text}")
+    assert out == ""
+    assert nb.read_bytes() == before
+    st = nb.stat()
+    assert (st.st_uid, st.st_gid) == owner
