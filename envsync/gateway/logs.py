@@ -63,7 +63,10 @@ class CappedLog(io.TextIOBase):
     def _compact(self, end: int) -> None:
         """Keep the newest quarter of the file, from a line start, behind a note."""
         keep = self._max // 4
-        tail = os.pread(self._fd, keep, max(0, end - keep))
+        try:
+            tail = os.pread(self._fd, keep, max(0, end - keep))
+        except OSError:  # opened write-only: start afresh
+            tail = b""
         newline = tail.find(b"\n")
         tail = tail[newline + 1 :] if newline >= 0 else b""
         note = f"[envsync] the log reached {self._max} bytes: older lines were dropped\n".encode()

@@ -268,7 +268,8 @@ def _spawn(spec: GatewaySpec, token: str, log_path: Path, runtime: Path) -> proc
     # is. The token alone goes through the environment, which `ps` does not show.
     argv = [sys.executable, "-m", CHILD_MODULE, SPEC_OPTION, spec.to_json()]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Read and write: the child keeps the newest part of it when it reaches its cap.
+    fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # `python -m` puts the working directory first on sys.path: run from the directory
         # that holds the envsync package, so the child imports this very envsync.

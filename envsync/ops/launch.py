@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envsync import proc
 from envsync.errors import EnvsyncError, GatewayError
 from envsync.gateway import process, registry
 from envsync.gateway.process import RunningGateway
@@ -149,8 +150,12 @@ def launch(
             jupyter_data_dir=settings.jupyter_data_dir,
             serve=request.serve,
             working_dir=notebook.parent,
+            # The gateway re-reads the kernelspec at each kernel start: it must still be this.
+            python=str(result.python),
+            fingerprint=pre.lock.fingerprint,
         )
         hooks.starting(result.kernel_name)
+        adopt_orphans(stack)
         gw = process.start(spec, token=request.token)
         stack.callback(process.stop, gw)
         registry.record(settings, gw, notebook=notebook, project=project, fingerprint=pre.lock.fingerprint)
@@ -170,6 +175,32 @@ def launch(
             sync=result,
             gateway=gw,
         )
+
+
+def adopt_orphans(stack: contextlib.ExitStack) -> None:
+    """Until `stack` closes, adopt what the gateway's kernels leave behind; then end all of it.
+
+    A process a kernel starts (a server, a double-forked daemon) outlives its kernel and a
+    gateway killed with SIGKILL. As a child subreaper this process adopts each such orphan
+    instead of init, so on the way out every child of ours that was not one before the
+    gateway started is ended by PID, with all below it.
+    """
+    previous = proc.child_subreaper(True)
+    if previous is None:
+        return
+    known = set(proc.child_pids(os.getpid()))
+    if not previous:
+        stack.callback(proc.child_subreaper, False)
+    stack.callback(_end_orphans, known)
+
+
+def _end_orphans(known: set[int]) -> None:
+    stray = [pid for pid in proc.child_pids(os.getpid()) if pid not in known]
+    below = [pid for parent in stray for pid in proc.descendants(parent)]
+    process.sweep([*below, *stray])
+    for pid in stray:  # adopted children are ours to reap
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def after_sync(lock: Lock, result: SyncResult) -> list[Notice]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from envsync.cli.app import App
 from envsync.cli.views.render import esc
 from envsync.env import installers
+from envsync.gateway.spec import DEFAULT_MAX_KERNELS
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -41,10 +42,13 @@ def register(sub: Subcommands, common: Parser) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "security: a random token is made unless ENVSYNC_TOKEN (or --token) gives one; it reaches "
-            "the gateway through its environment, never its command line, and is never logged. "
-            "Only --allow-origin's exact origin gets CORS headers. A non-loopback --ip needs "
-            "--certfile and --keyfile."
+            "security: a random token is made unless ENVSYNC_TOKEN (or --token) gives one of at least "
+            "32 characters with 10 different ones; it reaches the gateway through its environment, never "
+            "its command line, and is never logged. Clients send it as `Authorization: token …` (a "
+            "browser's kernel WebSocket may use ?token=). Only --allow-origin's exact origin gets CORS "
+            "headers. A non-loopback --ip needs --certfile and --keyfile. Request bodies over 1 MiB, "
+            "more than --max-kernels kernels, and processes that kernels leave running after the "
+            "gateway stops are refused or ended."
         ),
     )
     p.add_argument("notebook", type=Path)
@@ -55,6 +59,13 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--insecure-allow-any-origin", action="store_true", help="permit --allow-origin '*' (any site may drive the kernel)")
     p.add_argument("--certfile", type=Path, help="TLS certificate (required for a non-loopback --ip)")
     p.add_argument("--keyfile", type=Path, help="TLS private key")
+    p.add_argument(
+        "--max-kernels",
+        type=int,
+        default=DEFAULT_MAX_KERNELS,
+        metavar="N",
+        help=f"kernels that may run at once; a start past it is refused with 429 (default {DEFAULT_MAX_KERNELS})",
+    )
     p.add_argument("--frozen", action="store_true", help="never re-lock: a stale lock is an error")
     p.add_argument("--yes", action="store_true", help="go on even when files changed hashes at the same version")
     p.add_argument("--backend", choices=installers.names(), help="installer for a new environment (default uv)")
@@ -97,6 +108,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
             allow_insecure_origin=args.insecure_allow_any_origin,
             certfile=args.certfile,
             keyfile=args.keyfile,
+            max_kernels=args.max_kernels,
         ),
         token=args.token or os.environ.get("ENVSYNC_TOKEN") or None,
         frozen=args.frozen,
