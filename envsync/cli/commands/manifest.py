@@ -298,6 +298,7 @@ def _import(args: argparse.Namespace, app: App) -> int:
     from envsync.formats.pylock import read_pylock
     from envsync.formats.pyproject import read_pyproject
     from envsync.formats.requirements import read_requirements_file
+    from envsync.lock.targets import pythons_in_range
     from envsync.notebook.file import read_notebook
     from envsync.ops import project
 
@@ -314,7 +315,8 @@ def _import(args: argparse.Namespace, app: App) -> int:
         deps, requires = read_pylock(src)
     else:
         deps, requires = read_requirements_file(src), None
-    python = args.python or _minor_from(requires)
+    # The lowest X.Y the imported requires-python admits, so the lock covers it.
+    python = args.python or (pythons_in_range(requires)[0] if requires else None)
     res = project.init(
         args.notebook,
         settings=app.settings,
@@ -324,15 +326,6 @@ def _import(args: argparse.Namespace, app: App) -> int:
         progress=app.progress("uv: "),
     )
     return _result(app, res, verb="imported into")
-
-
-def _minor_from(requires: str | None) -> str | None:
-    """The lowest X.Y a requires-python admits, for a lock that must cover it."""
-    if not requires:
-        return None
-    from envsync.lock.targets import pythons_in_range
-
-    return pythons_in_range(requires)[0]
 
 
 def _index_allow(args: argparse.Namespace, app: App) -> int:
