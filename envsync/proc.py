@@ -235,22 +235,6 @@ def parent_death_hook(sig: int, parent_pid: int) -> Callable[[], None] | None:
     return hook
 
 
-def child_subreaper(on: bool) -> bool | None:
-    """Make this process adopt its orphaned descendants (Linux) or stop; the previous setting, None if unsupported."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_child_subreaper, pr_get_child_subreaper = 36, 37
-    previous = ctypes.c_int(0)
-    if prctl(pr_get_child_subreaper, ctypes.byref(previous), 0, 0, 0) != 0:
-        return None
-    if prctl(pr_set_child_subreaper, int(on), 0, 0, 0) != 0:
-        return None
-    return bool(previous.value)
-
-
 def _escalate(
     send: Callable[[int], bool],
     gone: Callable[[float], bool],

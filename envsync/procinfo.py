@@ -7,6 +7,7 @@ starts a process.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -76,3 +77,19 @@ def cmdline(pid: int) -> list[str] | None:
 def start_time(pid: int) -> float | None:
     """When a process started (seconds since the epoch): with the PID, it names one process."""
     return _ask(pid, lambda p: float(p.create_time()))
+
+
+def child_subreaper(on: bool) -> bool | None:
+    """Make this process adopt its orphaned descendants (Linux) or stop; the previous setting, None if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_child_subreaper, pr_get_child_subreaper = 36, 37
+    previous = ctypes.c_int(0)
+    if prctl(pr_get_child_subreaper, ctypes.byref(previous), 0, 0, 0) != 0:
+        return None
+    if prctl(pr_set_child_subreaper, int(on), 0, 0, 0) != 0:
+        return None
+    return bool(previous.value)

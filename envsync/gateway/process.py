@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from envsync import proc, tooloutput
 from envsync.errors import GatewayError, UsageError
+from envsync.gateway import rundir
 from envsync.gateway.spec import SPEC_OPTION, TOKEN_ENV, GatewaySpec, check_token
 
 CHILD_MODULE = "envsync.gateway.child"
@@ -61,7 +62,7 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
     token = token or _new_token()
     log_path = spec.log_path or data_dir / "runtime" / f"envsync-gateway-{port}.log"
     # Connection files (with each kernel's HMAC key) go in a folder of this gateway's own.
-    runtime = fresh_private_dir(runtime_dir(data_dir, port))
+    runtime = rundir.fresh(rundir.for_port(data_dir, port))
     # The child gets absolute paths and the port claimed here: its working dir differs.
     resolved = replace(
         spec,
@@ -73,7 +74,7 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
     try:
         process = _spawn(resolved, token, log_path, runtime)
     except BaseException:
-        remove_runtime(runtime)
+        rundir.remove(runtime)
         raise
     gw = RunningGateway(
         pid=process.pid,
@@ -90,7 +91,7 @@ def start(spec: GatewaySpec, *, token: str | None = None, ready_timeout: float =
         _wait_ready(gw, serve.ip, time.monotonic() + ready_timeout)
     except BaseException:
         proc.shutdown(process, interrupt_timeout=2.0, terminate_timeout=2.0)
-        remove_runtime(runtime)
+        rundir.remove(runtime)
         raise
     return gw
 
@@ -107,7 +108,7 @@ def stop(gw: RunningGateway, timeout: float = 15.0) -> int | None:
     finally:
         # A gateway that died hard left its kernels' connection files behind.
         if gw.runtime_dir is not None:
-            remove_runtime(gw.runtime_dir)
+            rundir.remove(gw.runtime_dir)
     return returncode
 
 
@@ -144,57 +145,7 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def runtime_dir(data_dir: Path, port: int) -> Path:
-    """The folder of the gateway on `port` for its kernels' connection files."""
-    return Path(data_dir) / "runtime" / f"kernels-{int(port)}"
-
-
-def fresh_private_dir(path: Path) -> Path:
-    """`path` as an empty folder only its owner may enter (0700), its parent 0700 too."""
-    for folder in (path.parent, path):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder, 0o700)  # mkdir's mode yields to the umask, and an older folder may be open
-    for stale in path.iterdir():  # left by a gateway that died on this port
-        _unlink_quietly(stale)
-    return path
-
-
-def remove_runtime(path: Path) -> None:
-    """Delete a gateway's runtime folder and the connection files in it."""
-    if not path.is_dir():
-        return
-    for entry in path.iterdir():
-        _unlink_quietly(entry)
-    with contextlib.suppress(OSError):
-        path.rmdir()
-
-
-def sweep(pids: Iterable[int], *, grace: float = 2.0) -> list[int]:
-    """End every PID still running: SIGTERM to all, then SIGKILL to those left after `grace`; those left."""
-    targets = [p for p in dict.fromkeys(pids) if p != os.getpid() and proc.pid_alive(p)]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
-        for pid in targets:
-            proc.signal_pid(pid, sig)
-        deadline = time.monotonic() + wait
-        while targets and time.monotonic() < deadline:
-            time.sleep(_POLL)
-            targets = [p for p in targets if proc.pid_alive(p)]
-        if not targets:
-            break
-    return targets
-
-
 # --- internals ---------------------------------------------------------------------------
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir() and not path.is_symlink():
-            for entry in path.iterdir():
-                _unlink_quietly(entry)
-            path.rmdir()
-        else:
-            path.unlink()
 
 
 def _deadlines(timeout: float) -> dict[str, float]:

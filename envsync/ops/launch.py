@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsync import proc
+from envsync import proc, procinfo
 from envsync.errors import EnvsyncError, GatewayError
-from envsync.gateway import process, registry
+from envsync.gateway import process, registry, rundir
 from envsync.gateway.process import RunningGateway
 from envsync.gateway.spec import GatewaySpec, ServeOptions, check_token
 from envsync.lock.diff import LockDiff
@@ -185,19 +185,19 @@ def adopt_orphans(stack: contextlib.ExitStack) -> None:
     instead of init, so on the way out every child of ours that was not one before the
     gateway started is ended by PID, with all below it.
     """
-    previous = proc.child_subreaper(True)
+    previous = procinfo.child_subreaper(True)
     if previous is None:
         return
     known = set(proc.child_pids(os.getpid()))
     if not previous:
-        stack.callback(proc.child_subreaper, False)
+        stack.callback(procinfo.child_subreaper, False)
     stack.callback(_end_orphans, known)
 
 
 def _end_orphans(known: set[int]) -> None:
     stray = [pid for pid in proc.child_pids(os.getpid()) if pid not in known]
     below = [pid for parent in stray for pid in proc.descendants(parent)]
-    process.sweep([*below, *stray])
+    rundir.sweep([*below, *stray])
     for pid in stray:  # adopted children are ours to reap
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
