@@ -12,13 +12,21 @@ measures, N times each, medians:
      also the same build in a brand-new ENVSYNC_HOME, which pays interpreter discovery
   2. the build vs `python -m venv` + `pip install --require-hashes` (pip's cache warm)
   3. reuse of an existing env vs a build
-  4. the in-process drift check of the ~50-package env
+  4. the drift check of the ~50-package env (names, versions and every installed file's
+     size and mtime): in-process, and as a whole `envsync check NB` process; the deep
+     check (every file rehashed against RECORD); next to `pip freeze` and `pip check`
+     run by this venv's pip with `--python <env python>` (uv-built envs have no pip)
+  5. `uv pip sync` with `--link-mode hardlink` (uv's fallback on a filesystem without
+     reflinks) vs `--link-mode copy` (what envsync uses), and the disk each env takes
+     that no other env or uv's cache shares
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -37,6 +45,8 @@ from envsync.env.installers import env_python  # noqa: E402
 from envsync.formats.requirements import hashed_requirements  # noqa: E402
 from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint, packages_for  # noqa: E402
 from envsync.lock.targets import TARGETS, wheel_fits  # noqa: E402
+from envsync.notebook.file import create_notebook, new_notebook_bytes, read_notebook, write_manifest  # noqa: E402
+from envsync.notebook.manifest import Manifest  # noqa: E402
 from envsync.ops.sync import sync  # noqa: E402
 from envsync.settings import DEFAULT_INDEX, Settings  # noqa: E402
 
@@ -100,7 +110,33 @@ def resolve_lock(work: Path) -> Lock:
     )
 
 
+def notebook_for(lock: Lock, path: Path) -> Lock:
+    """Write a notebook whose manifest carries `lock` (its inputs made current); the lock it holds."""
+    manifest = Manifest(
+        project="bench", requires_python=lock.requires_python, dependencies=tuple(STACK),
+        environments=("linux-x86_64",),
+    )
+    current = dataclasses.replace(lock, inputs=manifest.inputs)
+    create_notebook(path, new_notebook_bytes(manifest.kernel_name, "bench"))
+    write_manifest(read_notebook(path), dataclasses.replace(manifest, lock=current).to_dict())
+    return current
+
+
+def own_bytes(env: Path) -> int:
+    """Disk used by files of `env` that no other path links (a hard-linked file is shared)."""
+    total = 0
+    for root, _dirs, names in os.walk(env):
+        for name in names:
+            st = os.lstat(os.path.join(root, name))
+            if st.st_nlink == 1:
+                total += st.st_blocks * 512
+    return total
+
+
 def timed(fn: Callable[[], object]) -> float:
+    # Dirty pages left by the previous measure are written out first: an fsync in this one
+    # must not pay for copies another measure made (envsync fsyncs, raw uv does not).
+    os.sync()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -119,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="envsync-bench-"))
     try:
-        lock = resolve_lock(work)
+        nb = work / "bench.ipynb"
+        lock = notebook_for(resolve_lock(work), nb)
         interp = interpreters.find(lock.requires_python)
         pkgs = packages_for(lock, interp.marker_env)
         req = work / "requirements.txt"
@@ -135,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in store.dirs_of(home, store.env_key(lock.fingerprint, interp.tag)):
                 store.discard(home, path)
 
-        def raw_uv(i: int) -> None:
-            env = work / f"uv-{i}"
+        def raw_uv(i: int, link: str | None = None) -> None:
+            env = work / f"uv-{link or 'default'}-{i}"
             proc.run([uv, "venv", "--no-config", "--python", interp.path, env], timeout=300)
             proc.run(
                 [
@@ -149,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     env_python(env),
                     "--index-url",
                     DEFAULT_INDEX,
+                    *(["--link-mode", link] if link else []),
                     req,
                 ],
                 timeout=1800,
@@ -182,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         envsync_build(home)  # fills uv's cache and envsync's state; not measured
 
         build, fresh, uvs, reuse, checks = [], [], [], [], []
+        checks_cli, deep, freeze, pipcheck, hardlinks, copies = [], [], [], [], [], []
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+        child_env = {**proc.clean_env(), "ENVSYNC_HOME": str(home.home)}
         for i in range(reps):
             delete_envs()
             # Alternate the order so neither side always runs on a cache the other just touched.
@@ -194,14 +235,36 @@ def main(argv: list[str] | None = None) -> int:
             reuse.append(timed(lambda: envsync_build(home)))
             rec = store.ready_envs(home, lock.fingerprint)[0]
             checks.append(timed(lambda rec=rec: drift.check(rec, lock)))
+            checks_cli.append(
+                timed(lambda: proc.run([sys.executable, "-m", "envsync", "check", nb], env=child_env, timeout=120))
+            )
+            deep.append(timed(lambda rec=rec: drift.check(rec, lock, deep=True)))
+            freeze.append(timed(lambda rec=rec: proc.run([*pip, "--python", rec.python, "freeze"], timeout=120)))
+            pipcheck.append(timed(lambda rec=rec: proc.run([*pip, "--python", rec.python, "check"], timeout=120)))
+            links = [
+                lambda i=i: hardlinks.append(timed(lambda: raw_uv(i, "hardlink"))),
+                lambda i=i: copies.append(timed(lambda: raw_uv(i, "copy"))),
+            ]
+            for run in links if i % 2 == 0 else reversed(links):
+                run()
+            if i:  # the first pair stays for the disk figures
+                for link in ("hardlink", "copy"):
+                    shutil.rmtree(work / f"uv-{link}-{i}", ignore_errors=True)
             fresh.append(timed(lambda i=i: envsync_build(Settings(home=work / f"fresh-{i}"))))
             print(
                 f"  rep {i + 1}/{reps}: build {build[-1]:.2f}s uv {uvs[-1]:.2f}s reuse {reuse[-1] * 1000:.0f}ms "
-                f"check {checks[-1] * 1000:.1f}ms fresh-home build {fresh[-1]:.2f}s",
+                f"check {checks[-1] * 1000:.1f}ms (process {checks_cli[-1] * 1000:.0f}ms, deep {deep[-1]:.2f}s) "
+                f"hardlink {hardlinks[-1]:.2f}s copy {copies[-1]:.2f}s fresh-home build {fresh[-1]:.2f}s",
                 file=sys.stderr,
             )
         rec = store.ready_envs(home, lock.fingerprint)[0]
         installed = len(drift.installed(rec.path))
+        _problems, files_checked = drift.file_problems(rec.path, drift.installed(rec.path))
+        disk = {
+            "hardlink_own_mb": own_bytes(work / "uv-hardlink-0") / 1e6,
+            "copy_own_mb": own_bytes(work / "uv-copy-0") / 1e6,
+            "envsync_env_own_mb": own_bytes(rec.path) / 1e6,
+        }
 
         pips = []
         if pip_reps:
@@ -218,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 "uv_venv_sync": uvs,
                 "reuse": reuse,
                 "drift_check": checks,
+                "check_process": checks_cli,
+                "deep_check": deep,
+                "pip_freeze": freeze,
+                "pip_check": pipcheck,
+                "uv_sync_hardlink": hardlinks,
+                "uv_sync_copy": copies,
             }.items()
         }
         if pips:
@@ -234,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             "pip_vs_build": med.get("pip_venv_install", float("nan")) / med["envsync_build"],
             "reuse_vs_build": med["reuse"] / med["envsync_build"],
             "drift_check_ms": med["drift_check"] * 1000,
+            "files_checked": files_checked,
+            "disk": disk,
         }
         print(render(figures))
         if args.json:
@@ -249,7 +320,8 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def render(f: dict[str, object]) -> str:
     m = f["medians_s"]
-    assert isinstance(m, dict)
+    d = f["disk"]
+    assert isinstance(m, dict) and isinstance(d, dict)
     pip = f"{m['pip_venv_install']:.1f} s" if "pip_venv_install" in m else "not run"
     return "\n".join(
         [
@@ -267,7 +339,17 @@ def render(f: dict[str, object]) -> str:
             f"| pip / build = {f['pip_vs_build']:.0f}x | |",
             f"| envsync reuse of the built env | {m['reuse'] * 1000:.0f} ms "
             f"| reuse / build = {f['reuse_vs_build']:.1%} | < 10% |",
-            f"| drift check, in-process | {f['drift_check_ms']:.1f} ms | | < 50 ms |",
+            f"| drift check in-process: names, versions, {f['files_checked']} files' size and mtime "
+            f"| {f['drift_check_ms']:.1f} ms | | < 100 ms |",
+            f"| `envsync check NB`, whole process | {m['check_process'] * 1000:.0f} ms | | |",
+            f"| deep check in-process: every file rehashed | {m['deep_check']:.2f} s | | |",
+            f"| `pip --python ENV freeze` (this venv's pip) | {m['pip_freeze'] * 1000:.0f} ms | | |",
+            f"| `pip --python ENV check` (this venv's pip) | {m['pip_check'] * 1000:.0f} ms | | |",
+            f"| `uv venv` + `uv pip sync --link-mode hardlink` | {m['uv_sync_hardlink']:.2f} s "
+            f"| | {d['hardlink_own_mb']:.0f} MB own |",
+            f"| `uv venv` + `uv pip sync --link-mode copy` | {m['uv_sync_copy']:.2f} s "
+            f"| copy / hardlink = {m['uv_sync_copy'] / m['uv_sync_hardlink']:.2f}x | {d['copy_own_mb']:.0f} MB own |",
+            f"| envsync's env (copies) | | | {d['envsync_env_own_mb']:.0f} MB own |",
         ]
     )
 

@@ -269,3 +269,46 @@ def test_files_a_hard_linking_installer_shared_with_its_cache_are_made_the_env_s
     with module.open("a") as fh:
         fh.write("TAMPERED = True\n")
     assert cached.read_bytes() == original
+
+
+def test_launch_repairs_a_tampered_env_before_the_gateway_starts_and_fails_when_it_cannot(
+    tmp_path: Path, settings: Settings, locked_template: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import Any
+
+    from envsync.env import installers
+    from envsync.errors import GatewayError, ToolError
+    from envsync.gateway import process
+    from envsync.ops.launch import LaunchRequest, launch
+
+    nb, module = _synced_notebook(tmp_path, settings, locked_template, capsys)
+    original = module.read_bytes()
+    seen_at_start: list[bytes] = []
+
+    def start(spec: Any, **_kwargs: Any) -> Any:
+        seen_at_start.append(module.read_bytes())
+        raise GatewayError("stopped here: the test only looks at the env the gateway would get")
+
+    monkeypatch.setattr(process, "start", start)
+    module.write_bytes(original + b"TAMPERED = True\n")
+    with pytest.raises(GatewayError, match="stopped here"), launch(LaunchRequest(nb), settings=settings):
+        raise AssertionError("unreachable")
+    assert seen_at_start == [original]
+
+    module.write_bytes(original + b"TAMPERED = True\n")
+    real = installers.choose
+
+    def broken(name: str | None) -> Any:
+        be = real(name)
+
+        def fail(*_a: Any, **_k: Any) -> None:
+            raise ToolError("injected: the installer cannot run")
+
+        monkeypatch.setattr(be, "install", fail)
+        return be
+
+    monkeypatch.setattr(installers, "choose", broken)
+    with pytest.raises(InstallError), launch(LaunchRequest(nb), settings=settings):
+        raise AssertionError("unreachable")
+    assert seen_at_start == [original]  # the gateway never started on the tampered env
