@@ -7,6 +7,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,15 +16,20 @@ from packaging.utils import canonicalize_name
 from envsync import rules
 from envsync.errors import EnvsyncError, LockError
 from envsync.formats.files import read_toml
+from envsync.formats.imported import Imported
 from envsync.lock.model import Lock
-from envsync.lock.pylock import pylock_text
+from envsync.lock.pylock import pylock_document, pylock_text
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _HASH_FRAGMENT = re.compile(rf"sha256=({rules.SHA256})")
 
 
-def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
-    """pylock.toml text with URLs looked up on each package's index (installers need them)."""
+def export_pylock(lock: Lock, *, timeout: float = 30.0, dependencies: Iterable[str] | None = None) -> str:
+    """pylock.toml text with URLs looked up on each package's index (installers need them).
+
+    With `dependencies`, `[tool.envsync]` also records what was declared, so an import of
+    this file declares the same and keeps the lock's fingerprint.
+    """
     urls: dict[str, str] = {}
     for p in lock.packages:
         if not p.index:
@@ -40,7 +46,13 @@ def export_pylock(lock: Lock, *, timeout: float = 30.0) -> str:
                     "the file was replaced or the lock was tampered with"
                 )
             urls[fname] = url
-    return pylock_text(lock, urls=urls)
+    if dependencies is None:
+        return pylock_text(lock, urls=urls)
+    import tomlkit
+
+    doc = pylock_document(lock, urls=urls)
+    doc["tool"]["envsync"]["dependencies"] = list(dependencies)
+    return tomlkit.dumps(doc)
 
 
 def project_files(index: str, name: str, *, timeout: float) -> dict[str, tuple[str, str | None]]:
@@ -83,13 +95,42 @@ class _Links(HTMLParser):
                 self.hrefs.append(href)
 
 
-def read_pylock(path: Path) -> tuple[list[str], str | None]:
-    """A pylock.toml's packages as exact pins, to be re-locked for the notebook's targets."""
+def read_pylock(path: Path) -> Imported:
+    """A pylock.toml: what was asked for as dependencies, every locked version as a constraint.
+
+    Declared are the file's own record of them (`[tool.envsync] dependencies`, written by
+    `envsync export`), else the packages no other package depends on when the file lists
+    dependencies, else every package; the locked versions hold this resolution only.
+    """
     data = read_toml(path)
-    pins = []
-    for p in data.get("packages", []):
-        pin = f"{p['name']}=={p['version']}"
-        if p.get("marker"):
+    out = Imported(requires_python=data.get("requires-python"), kind="pylock")
+    packages = [p for p in data.get("packages", []) if isinstance(p, dict)]
+    pins: list[str] = []
+    for p in packages:
+        name, version = p.get("name"), p.get("version")
+        if not isinstance(name, str) or not rules.is_package_name(name) or not isinstance(version, str):
+            raise EnvsyncError(f"{path}: a package entry has no valid name and version")
+        if not any(k in p for k in ("wheels", "sdist")) and any(k in p for k in ("vcs", "directory", "archive")):
+            raise EnvsyncError(f"{path}: {name} comes from a URL, VCS or path: refused on purpose: envsync locks packages from an index")
+        pin = f"{name}=={version}"
+        if isinstance(p.get("marker"), str):
             pin += f" ; {p['marker']}"
         pins.append(pin)
-    return pins, data.get("requires-python")
+    out.constraints = pins
+    tool = data.get("tool", {}).get("envsync", {}) if isinstance(data.get("tool"), dict) else {}
+    hint = tool.get("dependencies") if isinstance(tool, dict) else None
+    if isinstance(hint, list) and all(isinstance(d, str) for d in hint):
+        out.dependencies = list(hint)
+        out.notes.append(f"{path}: declared dependencies from its [tool.envsync] table; {len(pins)} locked versions kept")
+        envs = tool.get("environments")
+        if isinstance(envs, list) and all(isinstance(e, str) for e in envs):
+            out.environments = list(envs)
+        return out
+    needed = {canonicalize_name(str(d.get("name"))) for p in packages for d in p.get("dependencies", []) if isinstance(d, dict)}
+    if any("dependencies" in p for p in packages):
+        out.dependencies = [f"{p['name']}=={p['version']}" for p in packages if canonicalize_name(p["name"]) not in needed]
+        out.notes.append(f"{path}: declared the {len(out.dependencies)} packages nothing else depends on; {len(pins)} locked versions kept")
+    else:
+        out.dependencies = [pin.split(" ;")[0] for pin in dict.fromkeys(pins)]
+        out.notes.append(f"{path}: lists no dependencies between packages: every package is declared at its locked version")
+    return out

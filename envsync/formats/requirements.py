@@ -1,21 +1,28 @@
 """The hashed requirements format: what the installers install from, and what export writes.
 
-Import reads plain requirement lines back out of any requirements.txt.
+Import reads requirements files with a small line reader over packaging's Requirement:
+pip's grammar is short (continuations, comments, -r/-c, a few options, --hash), and a
+reader of our own can name the file and line of every refusal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from envsync import rules
 from envsync.errors import EnvsyncError, LockError
 from envsync.formats.files import read_text
+from envsync.formats.imported import Imported
 from envsync.lock.model import Lock, LockedPackage, packages_for
 from envsync.lock.targets import TARGETS, marker_environment
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
 
 
 def hashed_requirements(packages: Iterable[LockedPackage]) -> str:
@@ -56,14 +63,120 @@ def export_requirements(lock: Lock, *, target: str, python: str) -> str:
     return header + hashed_requirements(pkgs)
 
 
-def read_requirements_file(path: Path) -> list[str]:
-    """Plain requirement lines of a requirements.txt (options and hashes are dropped)."""
-    out = []
-    for line in read_text(path).splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
+_REFUSED = "refused on purpose: envsync locks packages from an index"
+_OPTIONS_WITH_VALUE = {
+    "-r": "requirement", "--requirement": "requirement", "-c": "constraint", "--constraint": "constraint",
+    "-i": "index-url", "--index-url": "index-url", "--extra-index-url": "extra-index-url",
+    "-f": "find-links", "--find-links": "find-links", "-e": "editable", "--editable": "editable",
+    "--trusted-host": "trusted-host", "--only-binary": "only-binary", "--no-binary": "no-binary",
+}
+_FLAGS_NOTED = {"--pre", "--prefer-binary", "--require-hashes", "--no-deps", "--no-index"}
+
+
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, text) per logical line: continuations joined, comments dropped."""
+    buf: list[str] = []
+    start = 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        if not buf:
+            start = n
+        line = _COMMENT.sub("", raw)
+        if line.endswith("\\"):
+            buf.append(line[:-1])
             continue
-        if line.startswith("-"):
-            raise EnvsyncError(f"{path}: option lines such as {line.split()[0]!r} are not imported")
-        out.append(line.split(" --hash", 1)[0].rstrip(" \\"))
+        buf.append(line)
+        joined = " ".join(part.strip() for part in buf).strip()
+        buf = []
+        if joined:
+            yield start, joined
+    if buf and " ".join(buf).strip():
+        yield start, " ".join(part.strip() for part in buf).strip()
+
+
+def read_requirements_file(path: Path) -> Imported:
+    """A requirements.txt with its -r/-c includes (relative to the including file), hashes and index."""
+    out = Imported(kind="requirements")
+    _read_into(path, out, stack=(), constraint=False)
     return out
+
+
+def _read_into(path: Path, out: Imported, *, stack: tuple[Path, ...], constraint: bool) -> None:
+    real = path.resolve()
+    if real in stack:
+        out.notes.append(f"{path}: included again through a loop: read once")
+        return
+    for n, line in logical_lines(read_text(path)):
+        where = f"{path}:{n}"
+        tokens = line.split()
+        if tokens[0].startswith("-"):
+            _option(tokens, path, where, out, stack=(*stack, real), constraint=constraint)
+        else:
+            _requirement(tokens, where, out, constraint=constraint)
+
+
+def _option(tokens: list[str], path: Path, where: str, out: Imported, *, stack: tuple[Path, ...], constraint: bool) -> None:
+    opt, _, value = tokens[0].partition("=")
+    if opt in _FLAGS_NOTED:
+        out.notes.append(f"{where}: {opt} is not taken")
+        return
+    kind = _OPTIONS_WITH_VALUE.get(opt)
+    if kind is None:
+        raise EnvsyncError(f"{where}: unknown option {rules.shown(opt)!r}")
+    value = value or (tokens[1] if len(tokens) > 1 else "")
+    if not value:
+        raise EnvsyncError(f"{where}: {opt} needs a value")
+    if kind in ("requirement", "constraint"):
+        _read_into(path.parent / value, out, stack=stack, constraint=constraint or kind == "constraint")
+    elif kind == "index-url":
+        if not rules.is_index_url(value):
+            raise EnvsyncError(f"{where}: index {rules.shown(value)!r} is not an http(s) URL")
+        if out.index and out.index.rstrip("/") != value.rstrip("/"):
+            raise EnvsyncError(f"{where}: a second --index-url ({rules.shown(value)}); envsync locks from one index")
+        out.index = value
+    elif kind in ("extra-index-url", "find-links"):
+        raise EnvsyncError(
+            f"{where}: {opt} is refused on purpose: envsync locks every package from one index",
+            hint="import with one --index-url (allowed with `envsync index allow URL`)",
+        )
+    elif kind == "editable":
+        raise EnvsyncError(f"{where}: an editable install is {_REFUSED}")
+    else:
+        out.notes.append(f"{where}: {opt} is not taken")
+
+
+def _requirement(tokens: list[str], where: str, out: Imported, *, constraint: bool) -> None:
+    hashes = {t.split("=", 1)[1] for t in tokens if t.startswith("--hash=")}
+    rest = [t for t in tokens if not t.startswith("--hash=")]
+    text = " ".join(rest)
+    if "://" in text or "@" in text.split(";")[0] or rest[0].startswith((".", "/", "~")) or rest[0].endswith((".whl", ".tar.gz", ".zip")):
+        raise EnvsyncError(f"{where}: {rules.shown(text)!r} is a URL, VCS link or path: {_REFUSED}")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise EnvsyncError(f"{where}: invalid requirement {rules.shown(text)!r}: {str(exc).splitlines()[0]}") from None
+    if hashes:
+        bad = sorted(h for h in hashes if not (h.startswith("sha256:") and rules.is_sha256(h[7:])))
+        if bad:
+            raise EnvsyncError(f"{where}: only sha256 hashes are kept, not {rules.shown(bad[0])!r}")
+        pinned = [s.version for s in req.specifier if s.operator == "=="]
+        out.hashes[canonicalize_name(req.name)] = (pinned[0] if pinned else "", frozenset(h[7:] for h in hashes), where)
+    (out.constraints if constraint else out.dependencies).append(str(req))
+
+
+def check_hashes(imported: Imported, lock: Lock) -> None:
+    """Each package the source pinned with --hash is locked at that version with one of those files."""
+    by_name = lock.by_name()
+    for name, (version, wanted, where) in sorted(imported.hashes.items()):
+        locked = by_name.get(name, [])
+        if not locked:
+            continue
+        ok = any(
+            (not version or p.version == version) and wanted & {a.sha256 for a in (*p.wheels, *([p.sdist] if p.sdist else []))}
+            for p in locked
+        )
+        if not ok:
+            got = ", ".join(sorted({p.version for p in locked}))
+            raise LockError(
+                f"{name}: the lock's files ({got}) match none of the --hash values at {where}",
+                hint="the index serves other files than the ones that file was made from",
+            )

@@ -37,8 +37,14 @@ def resolve(
     upgrade: bool = False,
     upgrade_packages: Iterable[str] = (),
     progress: Callable[[str], None] | None = None,
+    constraints: Iterable[str] = (),
+    exclude_newer: str | None = None,
 ) -> Lock:
-    """Resolve the declared dependencies plus the kernel's own into a compact universal Lock."""
+    """Resolve the declared dependencies plus the kernel's own into a compact universal Lock.
+
+    `constraints` (pins another tool locked) and `exclude_newer` (a date that tool resolved
+    at) hold this one resolution to that tool's versions; neither is stored in the lock.
+    """
     settings.require_index_allowed(inputs.index)
     pythons = pythons_in_range(inputs.requires_python)
     with tempfile.TemporaryDirectory(prefix="envsync-resolve-") as tmp:
@@ -61,6 +67,13 @@ def resolve(
             "--python-version", pythons[0],
             "--default-index", inputs.index,
         ]
+        pins = list(constraints)
+        if pins:
+            cons = work / "constraints.txt"
+            cons.write_text("".join(f"{c}\n" for c in pins))
+            cmd += ["--constraint", str(cons)]
+        if exclude_newer:
+            cmd += ["--exclude-newer", exclude_newer]
         if upgrade:
             cmd.append("--upgrade")
         for name in upgrade_packages:

@@ -78,6 +78,25 @@ def pythons_in_range(requires_python: str) -> list[str]:
     return found
 
 
+def requires_python_for(text: str) -> str | None:
+    """A --python value as requires-python: `3.11` means `==3.11.*`, a range stays a range.
+
+    None when the text is neither; a range must admit at least one CPython in KNOWN_PYTHONS.
+    """
+    t = text.strip()
+    if re.fullmatch(r"\d+\.\d+", t):
+        return f"=={t}.*"
+    if not t or not any(op in t for op in "<>=!~"):
+        return None
+    try:
+        spec = SpecifierSet(t)
+    except InvalidSpecifier:
+        return None
+    text = str(spec)
+    pythons_in_range(text)
+    return text
+
+
 def _minor_admitted(spec: SpecifierSet, minor: str) -> bool:
     # A minor is in range if any of its releases is: probe .0 and a late patch.
     return any(spec.contains(f"{minor}.{patch}", prereleases=True) for patch in (0, 99))

@@ -47,12 +47,16 @@ def load_for_launch(path: Path) -> projects.Project:
     try:
         return projects.load(path)
     except MissingManifestError as exc:
-        from envsync.formats.juv import read_juv_notebook
+        from envsync.formats.juv import header_meta
         from envsync.notebook.file import read_notebook
 
-        if read_juv_notebook(read_notebook(path).data) is not None:
+        try:
+            found = header_meta(read_notebook(path).data, str(path))
+        except EnvsyncError:
+            found = None
+        if found is not None:
             raise MissingManifestError(
-                f"{path} has juv's `# /// script` metadata but no envsync manifest",
+                f"{path} has {found[1]}'s `# /// script` metadata but no envsync manifest",
                 hint=f"import it: `envsync import {path} {path}`",
             ) from None
         raise exc

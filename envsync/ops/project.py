@@ -16,7 +16,7 @@ from envsync.errors import EnvsyncError, StaleLockError, UsageError
 from envsync.jupyter.kernelspecs import display_name
 from envsync.lock.diff import LockDiff, diff
 from envsync.lock.model import Lock
-from envsync.lock.targets import check_target_names, pythons_in_range
+from envsync.lock.targets import check_target_names, pythons_in_range, requires_python_for
 from envsync.notebook.file import (
     NotebookFile,
     create_notebook,
@@ -84,16 +84,19 @@ def init(
     index: str | None = None,
     lock_now: bool = True,
     progress: Progress | None = None,
+    constraints: tuple[str, ...] = (),
+    exclude_newer: str | None = None,
+    check: Callable[[Lock], None] | None = None,
 ) -> LockResult:
-    """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it."""
-    from envsync.lock.resolve import resolve
+    """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it.
+
+    `python` is a minor version (`3.11`, meaning `==3.11.*`) or a range (`>=3.11,<3.14`);
+    `constraints` and `exclude_newer` hold this first resolution to another tool's versions.
+    """
+    from envsync.lock import resolve as resolving
 
     slug = check_project(project) if project else default_project(path)
-    minor = python or ".".join(platform.python_version_tuple()[:2])
-    if not _looks_like_minor(minor):
-        raise UsageError(f"--python {minor!r} is not a version like 3.11")
-    requires = f"=={minor}.*"
-    pythons_in_range(requires)
+    requires = requires_python_of(python)
     envs = tuple(environments or DEFAULT_ENVIRONMENTS)
     check_target_names(envs)
     deps = tuple(normalize_requirement(d) for d in dependencies or [])
@@ -116,7 +119,12 @@ def init(
                 hint="`envsync add` / `envsync lock` change it",
             )
     if lock_now:
-        manifest = replace(manifest, lock=resolve(manifest.lock_inputs, settings=settings, progress=progress))
+        lock = resolving.resolve(
+            manifest.lock_inputs, settings=settings, progress=progress, constraints=constraints, exclude_newer=exclude_newer
+        )
+        if check is not None:
+            check(lock)  # before anything is written
+        manifest = replace(manifest, lock=lock)
     if created:
         # The display name the kernelspec will carry, so Jupyter has nothing to rewrite on open.
         create_notebook(path, new_notebook_bytes(manifest.kernel_name, display_name(slug, requires)))
@@ -125,9 +133,14 @@ def init(
     return LockResult(path, manifest, diff(None, manifest.lock), written=True, created=created)
 
 
-def _looks_like_minor(v: str) -> bool:
-    parts = v.split(".")
-    return len(parts) == 2 and all(p.isdigit() for p in parts)
+def requires_python_of(python: str | None) -> str:
+    """requires-python for a --python value (default: this interpreter's minor)."""
+    text = python or ".".join(platform.python_version_tuple()[:2])
+    requires = requires_python_for(text)
+    if requires is None:
+        raise UsageError(f"--python {text!r} is not a version like 3.11 or a range like '>=3.11,<3.14'")
+    pythons_in_range(requires)
+    return requires
 
 
 def relock(
@@ -194,6 +207,7 @@ class Summary:
             "project": m.project,
             "kernel": m.kernel_name,
             "requires-python": m.requires_python,
+            "pythons": pythons_in_range(m.requires_python),
             "dependencies": list(m.dependencies),
             "environments": list(m.environments),
             "index": m.index,

@@ -1,17 +1,16 @@
-"""init, add, remove, lock, show, diff, export, import, index: manifest and lock commands."""
+"""init, add, remove, lock, show, diff, index: manifest and lock commands (export and import: interop.py)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envsync.cli.app import App
+from envsync.cli.commands import interop
 
 if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
-    from envsync.lock.model import Lock
     from envsync.ops.project import LockResult
 
 
@@ -28,7 +27,7 @@ def register(sub: Subcommands, common: Parser) -> None:
     )
     p.add_argument("notebook", type=Path)
     p.add_argument("dependencies", nargs="*", metavar="REQUIREMENT", help='e.g. "pandas>=2" matplotlib')
-    p.add_argument("--python", metavar="X.Y", help="Python minor version the lock targets (default: this interpreter's)")
+    p.add_argument("--python", metavar="X.Y|RANGE", help="Python the lock covers: 3.11, or a range such as '>=3.11,<3.14' (default: this interpreter's minor)")
     p.add_argument("--project", metavar="NAME", help="project slug; the kernel is named envsync-NAME (default: from the file name)")
     p.add_argument("--environment", dest="environments", action="append", metavar="TARGET",
                    help="target platform, repeatable (default: linux-x86_64 linux-aarch64 macos-arm64 macos-x86_64 windows-x86_64)")
@@ -76,25 +75,7 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_diff)
 
-    p = cmd("export", "write the lock as pylock.toml or a hashed requirements file",
-            "pylock: PEP 751 pylock.toml with each file's URL looked up on the index (uv pip install -r and pip accept it). "
-            "requirements: name==version lines with --hash for one platform (default: this machine).")
-    p.add_argument("notebook", type=Path)
-    p.add_argument("--format", choices=["pylock", "requirements"], default="pylock")
-    p.add_argument("--environment", metavar="TARGET", help="platform for --format requirements (default: this machine)")
-    p.add_argument("--python", metavar="X.Y", help="Python for --format requirements (default: lowest the lock covers)")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout")
-    p.set_defaults(handler=_export)
-
-    p = cmd("import", "add a manifest from requirements.txt, pyproject.toml, pylock.toml or a juv notebook",
-            "Create or fill NOTEBOOK's manifest from SOURCE and lock it. SOURCE may be NOTEBOOK itself "
-            "when it carries juv's `# /// script` metadata.")
-    p.add_argument("notebook", type=Path)
-    p.add_argument("source", type=Path)
-    p.add_argument("--python", metavar="X.Y")
-    p.add_argument("--project", metavar="NAME")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_import)
+    interop.register(sub, common)
 
     p = cmd("index", "allow a non-default package index on this machine")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
@@ -105,7 +86,7 @@ def register(sub: Subcommands, common: Parser) -> None:
     lst.set_defaults(handler=_index_list)
 
 
-def _result(app: App, res: LockResult, *, verb: str) -> int:
+def render_lock_result(app: App, res: LockResult, *, verb: str, extra: dict[str, object] | None = None) -> int:
     from envsync.cli.views.render import esc, print_diff
 
     m = res.manifest
@@ -119,6 +100,7 @@ def _result(app: App, res: LockResult, *, verb: str) -> int:
                 "packages": len(m.lock.packages) if m.lock else 0,
                 "diff": res.diff.to_dict(),
             }
+            | (extra or {})
         )
         return 0
     if m.lock:
@@ -144,21 +126,21 @@ def _init(args: argparse.Namespace, app: App) -> int:
         lock_now=not args.no_lock,
         progress=app.progress("uv: "),
     )
-    return _result(app, res, verb="created" if res.created else "initialised")
+    return render_lock_result(app, res, verb="created" if res.created else "initialised")
 
 
 def _add(args: argparse.Namespace, app: App) -> int:
     from envsync.ops import project
 
     res = project.add(project.load(args.notebook), args.requirements, settings=app.settings, progress=app.progress("uv: "))
-    return _result(app, res, verb="locked")
+    return render_lock_result(app, res, verb="locked")
 
 
 def _remove(args: argparse.Namespace, app: App) -> int:
     from envsync.ops import project
 
     res = project.remove(project.load(args.notebook), args.names, settings=app.settings, progress=app.progress("uv: "))
-    return _result(app, res, verb="locked")
+    return render_lock_result(app, res, verb="locked")
 
 
 def _lock(args: argparse.Namespace, app: App) -> int:
@@ -168,10 +150,16 @@ def _lock(args: argparse.Namespace, app: App) -> int:
     _check_package_names(args.upgrade_package)
     proj = project.load(args.notebook)
     if args.check:
+        from envsync.ops.interop import header_drift
+
         project.check_lock_current(proj)
+        drift = header_drift(proj)
         if app.json:
-            app.emit_json({"notebook": str(args.notebook), "stale": False, "fingerprint": proj.manifest.lock.fingerprint if proj.manifest.lock else None})
+            doc = {"notebook": str(args.notebook), "stale": False, "fingerprint": proj.manifest.lock.fingerprint if proj.manifest.lock else None}
+            app.emit_json(doc | ({"warnings": [drift]} if drift else {}))
         else:
+            if drift:
+                app.warn(drift)
             app.say(f"{esc(args.notebook)}: lock is current")
         return 0
     res = project.relock(
@@ -182,7 +170,7 @@ def _lock(args: argparse.Namespace, app: App) -> int:
         upgrade_packages=tuple(args.upgrade_package),
         progress=app.progress("uv: "),
     )
-    return _result(app, res, verb="locked")
+    return render_lock_result(app, res, verb="locked")
 
 
 def _check_package_names(names: list[str]) -> None:
@@ -206,6 +194,7 @@ def _show(args: argparse.Namespace, app: App) -> int:
     out = app.out_console
     out.print(f"[bold]{esc(summary['notebook'])}[/]  project [bold]{esc(summary['project'])}[/]  kernel {esc(summary['kernel'])}")
     out.print(f"requires-python {esc(summary['requires-python'])}   targets {esc(', '.join(summary['environments']))}")
+    out.print(f"covered pythons: {esc(', '.join(summary['pythons']))}")
     if summary["index"] != "https://pypi.org/simple":
         out.print(f"index {esc(summary['index'])}")
     out.print("declared: " + (esc(", ".join(summary["dependencies"])) or "(nothing)"))
@@ -233,99 +222,6 @@ def _diff(args: argparse.Namespace, app: App) -> int:
     if d.hash_changes:
         app.warn(f"{len(d.hash_changes)} package(s) changed file hashes without changing version: review before running")
     return 0
-
-
-def _export(args: argparse.Namespace, app: App) -> int:
-    from envsync.formats.pylock import export_pylock
-    from envsync.ops import project
-
-    _check_export_options(args)
-    proj = project.load(args.notebook)
-    lock = project.lock_of(proj)
-    if args.format == "pylock":
-        # Export looks files up on each package's index: only on indexes this machine allowed.
-        for index in sorted({p.index for p in lock.packages if p.index}):
-            app.settings.require_index_allowed(index)
-        text = export_pylock(lock)
-    else:
-        text = _export_requirements(lock, environment=args.environment, python=args.python)
-    if args.output:
-        from envsync.cli.views.render import esc
-        from envsync.fsutil import atomic_write_text
-
-        atomic_write_text(args.output, text)
-        app.say(f"wrote {esc(args.output)}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def _check_export_options(args: argparse.Namespace) -> None:
-    """Refuse an export command line that cannot mean anything, before reading the notebook."""
-    from envsync.errors import UsageError
-    from envsync.lock.targets import KNOWN_PYTHONS, TARGETS
-
-    if args.format == "pylock" and (args.environment or args.python):
-        raise UsageError("--environment and --python apply to --format requirements only")
-    if args.environment and args.environment not in TARGETS:
-        raise UsageError(f"unknown target environment {args.environment!r}", hint=f"choose from: {', '.join(TARGETS)}")
-    if args.python and args.python not in KNOWN_PYTHONS:
-        raise UsageError(f"unknown Python version {args.python!r}", hint=f"choose from: {', '.join(KNOWN_PYTHONS)}")
-
-
-def _export_requirements(lock: Lock, *, environment: str | None, python: str | None) -> str:
-    """Hashed requirements for one target and Python the lock covers (default: here, lowest)."""
-    from envsync.errors import EnvsyncError
-    from envsync.formats.requirements import export_requirements
-    from envsync.lock.targets import current_target, pythons_in_range
-
-    here = current_target()
-    target = environment or (here.name if here else None)
-    if target is None:
-        raise EnvsyncError("this machine is none of the target platforms; pass --environment")
-    if target not in lock.environments:
-        raise EnvsyncError(f"the lock does not cover {target}", hint="covered: " + ", ".join(lock.environments))
-    pythons = pythons_in_range(lock.requires_python)
-    chosen = python or pythons[0]
-    if chosen not in pythons:
-        raise EnvsyncError(f"the lock does not cover Python {chosen}", hint="covered: " + ", ".join(pythons))
-    return export_requirements(lock, target=target, python=chosen)
-
-
-def _import(args: argparse.Namespace, app: App) -> int:
-    from envsync.errors import EnvsyncError
-    from envsync.formats.juv import read_juv_notebook
-    from envsync.formats.pylock import read_pylock
-    from envsync.formats.pyproject import read_pyproject
-    from envsync.formats.requirements import read_requirements_file
-    from envsync.lock.targets import pythons_in_range
-    from envsync.notebook.file import read_notebook
-    from envsync.ops import project
-
-    src: Path = args.source
-    requires: str | None
-    if src.suffix == ".ipynb":
-        found = read_juv_notebook(read_notebook(src).data)
-        if found is None:
-            raise EnvsyncError(f"{src} has no `# /// script` metadata to import")
-        deps, requires = found
-    elif src.name == "pyproject.toml":
-        deps, requires = read_pyproject(src)
-    elif src.name.startswith("pylock") and src.suffix == ".toml":
-        deps, requires = read_pylock(src)
-    else:
-        deps, requires = read_requirements_file(src), None
-    # The lowest X.Y the imported requires-python admits, so the lock covers it.
-    python = args.python or (pythons_in_range(requires)[0] if requires else None)
-    res = project.init(
-        args.notebook,
-        settings=app.settings,
-        python=python,
-        project=args.project,
-        dependencies=deps,
-        progress=app.progress("uv: "),
-    )
-    return _result(app, res, verb="imported into")
 
 
 def _index_allow(args: argparse.Namespace, app: App) -> int:
