@@ -1,33 +1,42 @@
-// Example web client for an envsync Kernel Gateway.
+// Example web client for an envsync Kernel Gateway: what a web notebook editor does with a
+// collaborator's (or the user's own) `envsync launch`.
 //
-// The flow a web editor needs, with the official client library @jupyterlab/services:
-//   1. settings for a gateway on ANOTHER origin (baseUrl, wsUrl, token, appendToken),
-//   2. list the kernelspecs and read metadata.envsync.fingerprint of the envsync kernel,
-//   3. compare it with the fingerprint in the notebook's lock; refuse to run on a mismatch,
-//   4. start the kernel, execute code, show the output, shut the kernel down.
+//   1. take the connection string `envsync launch` printed (URL with #token=, or URL + token),
+//   2. read the env's state (GET /api/envsync): built, verified file by file, which packages,
+//   3. diff the notebook's lock (its metadata.envsync) against the served one
+//      (POST /api/envsync/diff), offer to send it (POST /api/envsync/lock) and follow the build,
+//   4. compare the kernelspec's fingerprint with the lock's; refuse to run on a mismatch,
+//   5. start the kernel, run the cell, show the output, shut the kernel down.
 //
-// Stable element ids (the end-to-end tests read them): #status (with data-state),
-// #kernel, #fingerprint, #expected-shown, #match, #warning, #result.
-import { KernelManager, KernelSpecAPI, ServerConnection } from '@jupyterlab/services';
+// Stable element ids (the end-to-end tests read them) are listed in README.md.
+import { ServerConnection } from '@jupyterlab/services';
+import { gatewaySettings, manifestFingerprint, parseConnection, parseManifest } from './connection.js';
+import { ApiAnswer, diffLines, envState, lockDiff, sendLock, verificationText } from './envsyncapi.js';
+import { envsyncSpec, runOnce } from './kernel.js';
+import { LOCAL_NETWORK_MESSAGE, addressSpace, diagnoseNetworkError } from './localnetwork.js';
+
+export { gatewaySettings, parseConnection } from './connection.js';
+export { pickEnvsyncSpec } from './kernel.js';
 
 export const CODE = 'import numpy; print(numpy.__version__)';
-// A kernel whose WebSocket never connects (token refused, proxy in the way) would otherwise
-// leave the page waiting forever.
-const CONNECT_TIMEOUT_MS = 30000;
-const EXECUTE_TIMEOUT_MS = 60000;
+const POLL_MS = 500;
+const BUILD_TIMEOUT_MS = 15 * 60 * 1000;
+
+// The settings and manifest of the last run: what Send lock sends, and to whom.
+let current = null;
 
 const $ = (id) => document.getElementById(id);
 
-function show(id, text) {
+function show(id, text, state) {
   const el = $(id);
-  if (el) el.textContent = text;
+  if (!el) return;
+  el.textContent = text;
+  if (state !== undefined) el.dataset.state = state;
 }
 
 // data-state: idle | running | done | mismatch | error. Tests wait for a final state.
 function setStatus(state, text) {
-  const el = $('status');
-  el.dataset.state = state;
-  el.textContent = text;
+  show('status', text, state);
 }
 
 function warn(text) {
@@ -36,94 +45,17 @@ function warn(text) {
   el.hidden = !text;
 }
 
-/** Connection settings for a gateway on another origin. */
-export function gatewaySettings(gatewayUrl, token) {
-  const url = new URL(gatewayUrl);
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new Error(`the gateway URL must be http(s)://host:port, not ${gatewayUrl}`);
-  }
-  const baseUrl = url.origin + '/';
-  return ServerConnection.makeSettings({
-    baseUrl,
-    wsUrl: (url.protocol === 'https:' ? 'wss://' : 'ws://') + url.host + '/',
-    token,
-    // A browser WebSocket cannot send an Authorization header, so the token must go on the
-    // channels URL as ?token=. @jupyterlab/services only appends it on its own when the page
-    // and the gateway have different host NAMES; 127.0.0.1:8000 vs 127.0.0.1:8888 share one.
-    appendToken: true,
-    // No cookies: the token is the only credential, and a cross-origin gateway sets none.
-    init: { cache: 'no-store', credentials: 'omit' },
-  });
-}
-
-/** The kernelspec envsync registered: `wanted` by name, else the one with metadata.envsync. */
-export function pickEnvsyncSpec(specs, wanted) {
-  const all = Object.values(specs.kernelspecs);
-  const ours = all.filter((s) => s && s.metadata && typeof s.metadata.envsync === 'object');
-  if (wanted) {
-    const spec = specs.kernelspecs[wanted];
-    if (!spec) throw new Error(`the gateway has no kernel named ${wanted}`);
-    return spec;
-  }
-  if (ours.length === 0) {
-    throw new Error('the gateway offers no envsync kernel (no kernelspec has metadata.envsync)');
-  }
-  return ours.find((s) => s.name === specs.default) || ours[0];
-}
-
-function withTimeout(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Resolve once the kernel's WebSocket is connected. */
-function connected(kernel) {
-  if (kernel.connectionStatus === 'connected') return Promise.resolve();
-  return new Promise((resolve) => {
-    const onChange = (_sender, status) => {
-      if (status === 'connected') {
-        kernel.connectionStatusChanged.disconnect(onChange);
-        resolve();
-      }
-    };
-    kernel.connectionStatusChanged.connect(onChange);
-  });
-}
-
-/** Run `code` and collect its stdout/stderr/results; reject when the cell raises. */
-async function execute(kernel, code) {
-  const out = [];
-  const future = kernel.requestExecute({ code, store_history: false });
-  future.onIOPub = (msg) => {
-    const c = msg.content;
-    switch (msg.header.msg_type) {
-      case 'stream':
-        out.push(c.text);
-        break;
-      case 'execute_result':
-      case 'display_data':
-        out.push(String((c.data && c.data['text/plain']) || ''));
-        break;
-      case 'error':
-        out.push(`${c.ename}: ${c.evalue}`);
-        break;
-      default:
-        break;
-    }
-  };
-  const reply = await withTimeout(future.done, EXECUTE_TIMEOUT_MS, `no reply to the code in ${EXECUTE_TIMEOUT_MS / 1000} s`);
-  if (reply.content.status !== 'ok') {
-    throw new Error(`the code raised ${reply.content.ename}: ${reply.content.evalue}`);
-  }
-  return out.join('');
-}
-
-function describeError(err, gatewayUrl) {
+async function describeError(err, gatewayUrl) {
   if (err instanceof ServerConnection.NetworkError) {
-    // The browser hides why a cross-origin request failed; these are the usual causes.
+    // The browser hides why a cross-origin request failed; find out which cause it was.
+    const cause = await diagnoseNetworkError(gatewayUrl, window.location);
+    if (cause === 'local-network') {
+      const local = addressSpace(window.location.hostname) !== 'public';
+      return local ? `${LOCAL_NETWORK_MESSAGE} (If it is allowed already, check that envsync launch is still running.)` : LOCAL_NETWORK_MESSAGE;
+    }
+    if (cause === 'unreachable') {
+      return `cannot reach the gateway at ${gatewayUrl}: is envsync launch still running?`;
+    }
     return (
       `cannot reach the gateway at ${gatewayUrl} (network error or CORS refused): ` +
       `is it running, and was it started with --allow-origin ${window.location.origin}?`
@@ -134,79 +66,151 @@ function describeError(err, gatewayUrl) {
     const hint = code === 401 || code === 403 ? ' (wrong or missing token?)' : '';
     return `the gateway answered ${code} ${err.response.statusText}${hint}: ${err.message}`;
   }
+  if (err instanceof ApiAnswer) {
+    const hint = err.status === 401 ? ' (wrong or missing token?)' : '';
+    return `the gateway answered ${err.status}${hint}: ${err.message}`;
+  }
   return err && err.message ? err.message : String(err);
 }
 
-/** The whole flow; every failure ends in #status "error: ...". */
-export async function run({ gateway, token, expected, kernelName }) {
-  let manager = null;
-  let kernel = null;
-  warn('');
-  show('result', '');
-  show('fingerprint', '');
-  show('kernel', '');
-  show('match', '');
-  show('expected-shown', expected || '(none given)');
+function progressText(state) {
+  const p = state.progress;
+  if (!p) return '';
+  return p.total ? `${p.message} (${p.done}/${p.total})` : p.message;
+}
+
+/** Show GET /api/envsync: state, Python, packages, verification, lock-update policy. */
+function showEnv(state, expected) {
+  if (!state) {
+    show('env-state', 'unknown (this gateway has no /api/envsync)', 'unknown');
+    show('verified', 'files not verified', 'unverified');
+    return;
+  }
+  const extra = state.state === 'failed' ? `: ${state.error}` : state.progress ? `: ${progressText(state)}` : '';
+  show('env-state', `${state.state}${extra}`, state.state);
+  show('env-python', state.python || '');
+  show('env-packages', (state.packages || []).map((p) => `${p.name} ${p.version}`).join(', '));
+  show('lock-updates', state['lock-updates'] || '');
+  const v = verificationText(state, expected);
+  show('verified', v.text, v.state);
+}
+
+/** POST /api/envsync/diff and show it; offer #send-lock when the locks differ. */
+async function showDiff(settings, manifest) {
+  const button = $('send-lock');
+  button.hidden = true;
+  if (!manifest) {
+    show('diff', 'no notebook manifest given', 'none');
+    return;
+  }
   try {
-    if (!gateway || !token) throw new Error('give the gateway URL and its token');
-    const settings = gatewaySettings(gateway, token);
+    const answer = await lockDiff(settings, manifest);
+    show('diff', diffLines(answer.diff).join('\n'), answer.same ? 'same' : 'different');
+    button.hidden = answer.same;
+  } catch (err) {
+    if (!(err instanceof ApiAnswer)) throw err;
+    show('diff', `the gateway cannot compare this manifest (${err.status}): ${err.message}`, 'refused');
+    button.hidden = false; // sending shows the refusal in words
+  }
+}
+
+/** The whole flow; every failure ends in #status "error: ...". */
+export async function run({ connection, token, expected, manifestText, code, kernelName }) {
+  // Synchronously first: a click on Run moves #status off its last final state at once.
+  setStatus('running', 'checking the environment…');
+  warn('');
+  for (const id of ['result', 'fingerprint', 'kernel', 'match', 'env-state', 'verified', 'diff', 'env-python', 'env-packages']) {
+    show(id, '');
+  }
+  let gateway = '';
+  try {
+    const parsed = parseConnection(connection, token);
+    gateway = parsed.gateway;
+    if (!parsed.gateway || !parsed.token) {
+      throw new Error('paste the connection string envsync launch printed (or the gateway URL and its token)');
+    }
+    const manifest = parseManifest(manifestText);
+    const wanted = expected || manifestFingerprint(manifest);
+    show('expected-shown', wanted || '(none given)');
+    const settings = gatewaySettings(parsed.gateway, parsed.token);
+    current = { settings, manifest };
+
+    const state = await envState(settings);
+    showEnv(state, wanted);
+    if (state) await showDiff(settings, manifest);
 
     setStatus('running', 'listing kernelspecs…');
-    const specs = await KernelSpecAPI.getSpecs(settings);
-    const spec = pickEnvsyncSpec(specs, kernelName);
-    const fingerprint = (spec.metadata && spec.metadata.envsync && spec.metadata.envsync.fingerprint) || '';
+    const { spec, fingerprint } = await envsyncSpec(settings, kernelName);
     show('kernel', spec.name);
     show('fingerprint', fingerprint || '(none)');
-
-    if (expected) {
-      if (fingerprint !== expected) {
-        show('match', 'mismatch');
-        warn(
-          `This gateway's environment (${fingerprint || 'no fingerprint'}) is not the one the ` +
-            `notebook's lock describes (${expected}). Nothing was run. Re-run ` +
-            '`envsync launch` on the current notebook, then reload this page.',
-        );
-        setStatus('mismatch', 'mismatch: the kernel environment does not match the notebook lock; not running');
-        return { state: 'mismatch', fingerprint };
-      }
-      show('match', 'match');
-    } else {
-      show('match', 'not checked');
-      warn('No expected fingerprint given: the environment is not verified against the notebook lock.');
+    if (wanted && fingerprint !== wanted) {
+      show('match', 'mismatch');
+      warn(
+        `This gateway's environment (${fingerprint || 'no fingerprint'}) is not the one the ` +
+          `notebook's lock describes (${wanted}). Nothing was run. Send the notebook's lock to ` +
+          'the gateway (Send lock), or re-run `envsync launch` on the current notebook, then run again.',
+      );
+      setStatus('mismatch', 'mismatch: the kernel environment does not match the notebook lock; not running');
+      return { state: 'mismatch', fingerprint };
     }
+    show('match', wanted ? 'match' : 'not checked');
+    if (!wanted) warn('No expected fingerprint given: the environment is not checked against the notebook lock.');
 
-    setStatus('running', `starting kernel ${spec.name}…`);
-    manager = new KernelManager({ serverSettings: settings });
-    kernel = await manager.startNew({ name: spec.name });
-    await withTimeout(
-      connected(kernel),
-      CONNECT_TIMEOUT_MS,
-      `the kernel's WebSocket did not connect in ${CONNECT_TIMEOUT_MS / 1000} s ` +
-        '(was the token refused on the WebSocket? see the browser console)',
-    );
-
-    setStatus('running', 'executing…');
-    const output = await execute(kernel, CODE);
+    const cell = code || CODE;
+    const output = await runOnce(settings, spec, cell, (step) => setStatus('running', step));
     show('result', output.trim());
-
-    setStatus('running', 'shutting the kernel down…');
-    await kernel.shutdown();
-    kernel = null;
-    setStatus('done', 'done: numpy ' + output.trim() + ' in ' + spec.name);
+    const what = cell === CODE ? `numpy ${output.trim()}` : output.trim();
+    setStatus('done', `done: ${what} in ${spec.name}`);
     return { state: 'done', fingerprint, output };
   } catch (err) {
-    setStatus('error', 'error: ' + describeError(err, gateway));
+    setStatus('error', 'error: ' + (await describeError(err, gateway)));
     console.error(err);
     return { state: 'error', error: String(err) };
-  } finally {
-    if (kernel) {
-      try {
-        await kernel.shutdown();
-      } catch {
-        // already reported above
-      }
+  }
+}
+
+/** POST the page's lock, then follow GET /api/envsync until the new env is ready or failed. */
+export async function sendPageLock() {
+  // data-state: sending | building | ready | failed | refused | error (the last four are final).
+  if (!current || !current.manifest) {
+    show('lock-result', 'no notebook manifest to send', 'error');
+    return;
+  }
+  const { settings, manifest } = current;
+  show('lock-result', 'sending the notebook lock…', 'sending');
+  try {
+    const { status, body } = await sendLock(settings, manifest);
+    if (status !== 202) {
+      const why = (body && (body.message || body.reason)) || `HTTP ${status}`;
+      const word = status === 403 ? 'refused' : status === 409 ? 'refused (conflict)' : status === 400 ? 'rejected' : 'failed';
+      show('lock-result', `${word} (${status}): ${why}`, status >= 400 && status < 500 ? 'refused' : 'error');
+      return;
     }
-    if (manager) manager.dispose();
+    const target = body.fingerprint;
+    show('lock-result', `accepted: building ${target}…`, 'building');
+    const deadline = Date.now() + BUILD_TIMEOUT_MS;
+    for (;;) {
+      const state = await envState(settings);
+      showEnv(state, target);
+      if (state.state === 'failed') {
+        show('lock-result', `failed: ${state.error}`, 'failed');
+        return;
+      }
+      if (state.state === 'ready' && state.fingerprint === target) {
+        show('lock-result', `ready: the gateway now serves ${target}; new kernels run it`, 'ready');
+        await showDiff(settings, manifest);
+        return;
+      }
+      if (state.state === 'building') show('progress', progressText(state));
+      if (Date.now() > deadline) {
+        show('lock-result', `failed: no ready env after ${BUILD_TIMEOUT_MS / 60000} minutes`, 'failed');
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  } catch (err) {
+    show('lock-result', 'error: ' + (await describeError(err, settings.baseUrl.replace(/\/$/, ''))), 'error');
+    console.error(err);
   }
 }
 
@@ -216,40 +220,53 @@ export function readParams(location) {
   const hash = new URLSearchParams(location.hash.replace(/^#/, ''));
   const get = (k) => hash.get(k) || query.get(k) || '';
   return {
-    gateway: get('gateway'),
+    connection: get('connection') || get('gateway'),
     token: get('token'),
     expected: get('expected'),
+    manifestText: get('manifest'),
+    code: get('code'),
     kernelName: get('kernel'),
+  };
+}
+
+function formValues(form, params) {
+  const f = form.elements;
+  return {
+    connection: f.gateway.value.trim(),
+    token: f.token.value.trim(),
+    expected: f.expected.value.trim(),
+    manifestText: f.manifest.value,
+    code: f.code.value.trim(),
+    kernelName: params.kernelName,
   };
 }
 
 function main() {
   const params = readParams(window.location);
   const form = $('connect');
-  form.elements.gateway.value = params.gateway;
-  form.elements.token.value = params.token;
-  form.elements.expected.value = params.expected;
+  const f = form.elements;
+  f.gateway.value = params.connection;
+  f.token.value = params.token;
+  f.expected.value = params.expected;
+  f.manifest.value = params.manifestText;
+  f.code.value = params.code || CODE;
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const f = form.elements;
-    run({
-      gateway: f.gateway.value.trim(),
-      token: f.token.value.trim(),
-      expected: f.expected.value.trim(),
-      kernelName: params.kernelName,
-    });
+    run(formValues(form, params));
   });
-  if (params.token) {
+  $('send-lock').addEventListener('click', () => sendPageLock());
+  const secret = params.token || /token=/.test(params.connection);
+  if (secret) {
     // Drop the token from the address bar and the history (local demos only, see README).
     const clean = new URL(window.location.href);
-    clean.searchParams.delete('token');
+    for (const key of ['token', 'connection', 'gateway']) clean.searchParams.delete(key);
     clean.hash = '';
     window.history.replaceState(null, '', clean.href);
   }
-  if (params.gateway && params.token) {
-    run(params);
+  if (params.connection && (params.token || /token=/.test(params.connection))) {
+    run(formValues(form, params));
   } else {
-    setStatus('idle', 'idle: enter the gateway URL and token printed by `envsync launch`');
+    setStatus('idle', 'idle: paste the connection string printed by `envsync launch`');
   }
 }
 
