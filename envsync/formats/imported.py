@@ -25,3 +25,5 @@ class Imported:
     hashes: dict[str, tuple[str, frozenset[str], str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     kind: str = ""
+    # The source is envsync's own export: its requires-python range is taken as it is.
+    whole_range: bool = False

@@ -74,16 +74,27 @@ def _take_uv_lock(text: str, out: Imported, *, where: str) -> None:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise EnvsyncError(f"{where} is not valid TOML: {exc}") from None
-    versions: dict[str, set[str]] = {}
+    entries: dict[str, list[dict[str, Any]]] = {}
     for p in data.get("package", []):
         source = p.get("source", {}) if isinstance(p, dict) else {}
         if isinstance(source, dict) and "registry" in source and isinstance(p.get("version"), str):
-            versions.setdefault(canonicalize_name(str(p.get("name"))), set()).add(p["version"])
-    forked = sorted(n for n, v in versions.items() if len(v) > 1)
-    out.constraints = [f"{n}=={next(iter(v))}" for n, v in sorted(versions.items()) if len(v) == 1]
-    out.notes.append(f"{where}: keeping juv's {len(out.constraints)} locked versions (uv.lock from juv)")
-    if forked:
-        out.notes.append(f"{where}: {', '.join(forked)} locked at more than one version by platform: resolved afresh")
+            entries.setdefault(canonicalize_name(str(p.get("name"))), []).append(p)
+    skipped = []
+    for name, found in sorted(entries.items()):
+        if len(found) == 1:
+            out.constraints.append(f"{name}=={found[0]['version']}")
+            continue
+        # uv locked this package at one version per fork: each version holds where its fork does.
+        markers = [p.get("resolution-markers") for p in found]
+        if not all(isinstance(m, list) and m and all(isinstance(x, str) for x in m) for m in markers):
+            skipped.append(name)
+            continue
+        for p in found:
+            ms: list[str] = p["resolution-markers"]
+            out.constraints.append(f"{name}=={p['version']} ; " + " or ".join(f"({m})" for m in ms))
+    out.notes.append(f"{where}: keeping juv's locked versions of {len(entries) - len(skipped)} packages")
+    if skipped:
+        out.notes.append(f"{where}: {', '.join(skipped)} locked at several versions without markers: resolved afresh")
     options = data.get("options", {})
     newer = options.get("exclude-newer") if isinstance(options, dict) else None
     if isinstance(newer, str) and not out.exclude_newer:

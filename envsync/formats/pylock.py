@@ -117,20 +117,27 @@ def read_pylock(path: Path) -> Imported:
             pin += f" ; {p['marker']}"
         pins.append(pin)
     out.constraints = pins
+    indexes = {p["index"] for p in packages if isinstance(p.get("index"), str)}
+    if len(indexes) == 1:
+        out.index = indexes.pop()
+        if not rules.is_index_url(out.index):
+            raise EnvsyncError(f"{path}: index {rules.shown(out.index)!r} is not an http(s) URL")
     tool = data.get("tool", {}).get("envsync", {}) if isinstance(data.get("tool"), dict) else {}
     hint = tool.get("dependencies") if isinstance(tool, dict) else None
     if isinstance(hint, list) and all(isinstance(d, str) for d in hint):
         out.dependencies = list(hint)
-        out.notes.append(f"{path}: declared dependencies from its [tool.envsync] table; {len(pins)} locked versions kept")
+        out.whole_range = True
+        out.notes.append(f"{path}: declared dependencies from its [tool.envsync] table")
         envs = tool.get("environments")
         if isinstance(envs, list) and all(isinstance(e, str) for e in envs):
             out.environments = list(envs)
         return out
     needed = {canonicalize_name(str(d.get("name"))) for p in packages for d in p.get("dependencies", []) if isinstance(d, dict)}
     if any("dependencies" in p for p in packages):
-        out.dependencies = [f"{p['name']}=={p['version']}" for p in packages if canonicalize_name(p["name"]) not in needed]
-        out.notes.append(f"{path}: declared the {len(out.dependencies)} packages nothing else depends on; {len(pins)} locked versions kept")
+        top = [str(p["name"]) for p in packages if canonicalize_name(p["name"]) not in needed]
+        out.dependencies = list(dict.fromkeys(top))
+        out.notes.append(f"{path}: declared the {len(out.dependencies)} packages nothing else depends on; the rest follow")
     else:
-        out.dependencies = [pin.split(" ;")[0] for pin in dict.fromkeys(pins)]
-        out.notes.append(f"{path}: lists no dependencies between packages: every package is declared at its locked version")
+        out.dependencies = list(dict.fromkeys(str(p["name"]) for p in packages))
+        out.notes.append(f"{path}: lists no dependencies between packages: every package is declared (by name)")
     return out

@@ -63,7 +63,9 @@ def import_source(
     """Fill NOTEBOOK's manifest from SOURCE and lock it, keeping the versions SOURCE had locked."""
     imp = read_source(source, extras=extras, groups=groups, all_extras=all_extras)
     notes = list(imp.notes)
-    if python is None and imp.requires_python:
+    if python is None and imp.requires_python and imp.whole_range:
+        python = imp.requires_python
+    elif python is None and imp.requires_python:
         lowest = pythons_in_range(imp.requires_python)[0]
         python = lowest
         notes.append(f"requires-python {imp.requires_python!r}: locking for {lowest} (pass --python {imp.requires_python!r} to cover the range)")
@@ -83,6 +85,8 @@ def import_source(
     try:
         res = run(tuple(imp.constraints))
     except ResolutionError as exc:
+        if imp.exclude_newer and not exc.hint:
+            exc.hint = f"{source.name} asks for files uploaded before {imp.exclude_newer} (exclude-newer), as the tool that wrote it resolved"
         if not imp.constraints or exc.message.startswith("cannot reach"):
             raise
         notes.append(f"the versions {source.name} locked do not resolve for every target ({exc.message}): resolved afresh")

@@ -120,9 +120,10 @@ def _import(args: argparse.Namespace, app: App) -> int:
         all_extras=args.all_extras,
         progress=app.progress("uv: "),
     )
-    if not app.json:
-        for note in res.notes:
-            app.say(f"note: {note}")
+    from envsync.cli.views.render import esc
+
+    for note in res.notes:
+        app.say(f"note: {esc(note)}")
     from envsync.cli.commands.manifest import render_lock_result
 
     return render_lock_result(app, res.result, verb="imported into", extra={"source-kind": res.kind, "notes": list(res.notes)})
