@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -262,6 +263,11 @@ class Launched:
         return str(self.info["token"])
 
     @property
+    def connection(self) -> str:
+        """The one string an editor pastes: the URL with the token in its fragment."""
+        return str(self.info["connection"])
+
+    @property
     def gateway_pid(self) -> int:
         return int(self.info["pid"])
 
@@ -311,16 +317,12 @@ def envsync_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("envsync-home")
 
 
-@pytest.fixture(scope="session")
-def launched(
-    client_site: StaticSite, envsync_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Launched]:
-    """`envsync launch quickstart.ipynb --json --allow-origin <client_site> --port <free>`."""
-    workdir = tmp_path_factory.mktemp("launch")
-    notebook = workdir / QUICKSTART.name
-    shutil.copyfile(QUICKSTART, notebook)
-    log = workdir / "envsync-launch.stderr.log"
-    env = {**os.environ, "ENVSYNC_HOME": str(envsync_home)}
+def start_launch(
+    notebook: Path, *, home: Path, origin: str, workdir: Path, extra: tuple[str, ...] = ()
+) -> Launched:
+    """Run `envsync launch NOTEBOOK --json --allow-origin ORIGIN --port <free> EXTRA...` until ready."""
+    log = workdir / f"envsync-launch-{notebook.stem}.stderr.log"
+    env = {**os.environ, "ENVSYNC_HOME": str(home)}
     env.pop("ENVSYNC_TOKEN", None)  # a fresh random token
     argv = [
         sys.executable,
@@ -330,9 +332,10 @@ def launched(
         str(notebook),
         "--json",
         "--allow-origin",
-        client_site.origin,
+        origin,
         "--port",
         str(free_port()),
+        *extra,
     ]
     with open(log, "w") as stderr:
         process = subprocess.Popen(
@@ -379,18 +382,33 @@ def launched(
                 continue
             if isinstance(candidate, dict) and "url" in candidate and "token" in candidate:
                 info = candidate
+    return Launched(info=info, home=home, notebook=notebook, process=process, log=log)
 
-    running = Launched(info=info, home=envsync_home, notebook=notebook, process=process, log=log)
+
+def end_launch(running: Launched) -> None:
+    """SIGINT to `envsync launch` by PID; the gateway and its kernels must be gone after it."""
+    gateway_pid = running.gateway_pid
+    kernel_pids = descendants(gateway_pid)
+    code = stop_process(running.process, signal.SIGINT)
+    left = wait_gone([gateway_pid, *kernel_pids], timeout=10.0)
+    kill_pids(left)  # never leave anything behind, even when the assertion below fails
+    assert not left, f"still running after envsync launch stopped: {left}\n{_tail(running.log)}"
+    assert code in (0, 130), f"envsync launch exited {code} on SIGINT\n{_tail(running.log)}"
+
+
+@pytest.fixture(scope="session")
+def launched(
+    client_site: StaticSite, envsync_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Launched]:
+    """`envsync launch quickstart.ipynb --json --allow-origin <client_site> --port <free>`."""
+    workdir = tmp_path_factory.mktemp("launch")
+    notebook = workdir / QUICKSTART.name
+    shutil.copyfile(QUICKSTART, notebook)
+    running = start_launch(notebook, home=envsync_home, origin=client_site.origin, workdir=workdir)
     try:
         yield running
     finally:
-        gateway_pid = running.gateway_pid
-        kernel_pids = descendants(gateway_pid)
-        code = stop_process(process, signal.SIGINT)
-        left = wait_gone([gateway_pid, *kernel_pids], timeout=10.0)
-        kill_pids(left)  # never leave anything behind, even when the assertion below fails
-        assert not left, f"still running after envsync launch stopped: {left}\n{_tail(log)}"
-        assert code in (0, 130), f"envsync launch exited {code} on SIGINT\n{_tail(log)}"
+        end_launch(running)
 
 
 # --- jupyter server in front of the gateway ------------------------------------------
@@ -491,3 +509,36 @@ def jupyter_server(launched, tmp_path: Path) -> Iterator[JupyterServer]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# --- the browser client page -----------------------------------------------------------
+
+
+def _client_url(origin: str, **params: str) -> str:
+    return f"{origin}/index.html#{urlencode(params)}"
+
+
+@pytest.fixture(scope="session")
+def client_url() -> Callable[..., str]:
+    """The example page on an origin, its parameters in the #fragment (never sent to a server)."""
+    return _client_url
+
+
+@pytest.fixture(scope="session")
+def open_client(browser: str, run_node: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Open the page in Chromium through browser_check.mjs (flags such as --public); its report."""
+
+    def open_page(
+        url: str, *flags: str, screenshot: Path | None = None, timeout_ms: int = 90000
+    ) -> dict[str, Any]:
+        args = ["--timeout-ms", str(timeout_ms), *flags]
+        if screenshot is not None:
+            screenshot.unlink(missing_ok=True)
+            args += ["--screenshot", str(screenshot)]
+        # Each wait (run, send lock, run again) has its own deadline.
+        budget = 3 * timeout_ms / 1000 + 60
+        report = run_node("browser_check.mjs", *args, env={"ENVSYNC_PAGE_URL": url}, timeout=budget)
+        assert report["_returncode"] == 0, f"the page reached no final state: {report}"
+        return report
+
+    return open_page
