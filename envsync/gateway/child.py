@@ -111,8 +111,14 @@ def build_config(spec: GatewaySpec, token: str) -> Any:
     c.EnvsyncKernelManager.max_kernels = serve.max_kernels
     c.EnvsyncKernelManager.python = spec.python or ""
     c.EnvsyncKernelManager.fingerprint = spec.fingerprint or ""
+    c.EnvsyncKernelManager.control = _opt_str(spec.control)
+    c.EnvsyncGatewayApp.control = _opt_str(spec.control)
     c.MappingKernelManager.root_dir = root_dir
     return c
+
+
+def _opt_str(path: Path | None) -> str:
+    return "" if path is None else str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,12 +137,13 @@ def harden(app: web.Application, check: TokenCheck, *, skip: tuple[type, ...] = 
             if hasattr(target, "rules"):
                 walk(target)
             elif isinstance(target, type) and issubclass(target, web.RequestHandler) and target not in skip:
-                rule.target = _rebuild(target, check)
+                rule.target = rebuild(target, check)
 
     walk(app.default_router)
 
 
-def _rebuild(cls: type[web.RequestHandler], check: TokenCheck) -> type:
+def rebuild(cls: type[web.RequestHandler], check: TokenCheck) -> type:
+    """`cls` with the token check and error bodies every handler gets (and the kernelspec filters where they apply)."""
     bases: tuple[type, ...] = (_Checked,)
     if issubclass(cls, (MainKernelSpecHandler, KernelSpecHandler)):
         bases += (_PublicSpec,)

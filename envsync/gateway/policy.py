@@ -40,7 +40,7 @@ from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 from tornado import web
 from traitlets import Integer, List, Unicode
 
-from envsync.gateway import guard, handlers
+from envsync.gateway import editor, guard, handlers
 from envsync.gateway.spec import ANY_ORIGIN, DEFAULT_MAX_KERNELS, is_loopback
 from envsync.proc import parent_death_hook
 
@@ -166,6 +166,7 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
     max_kernels = Integer(DEFAULT_MAX_KERNELS, config=True, help="kernels running or starting at once")
     python = Unicode("", config=True, help="the interpreter the kernelspec must run")
     fingerprint = Unicode("", config=True, help="the lock fingerprint the kernelspec must carry")
+    control = Unicode("", config=True, help="the launch process's control socket; empty: none")
     _starting = 0
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
@@ -189,9 +190,25 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
             kwargs["preexec_fn"] = hook
         self._starting += 1
         try:
+            if self.control:
+                # The launch process checks the env's files and says which env the
+                # kernelspec names now (an editor's lock update may have switched it).
+                self.python, self.fingerprint = await editor.kernel_pins(Path(self.control))
             return await super().start_kernel(*args, **kwargs)
         finally:
             self._starting -= 1
+
+    async def restart_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.control:
+            self.python, self.fingerprint = await editor.kernel_pins(Path(self.control))
+            km = self.get_kernel(kernel_id)
+            # A restart reuses the spec read at the start; forget it, so a restarted kernel
+            # runs the env the kernelspec names now, checked below like a new one.
+            km._kernel_spec = None
+            problem = spec_mismatch(km.kernel_spec, self.python, self.fingerprint)
+            if problem:
+                raise web.HTTPError(409, "the kernelspec changed on disk: %s", problem)
+        return await super().restart_kernel(kernel_id, *args, **kwargs)
 
     def pre_start_kernel(self, kernel_name: str | None, kwargs: Any) -> Any:
         km, name, kernel_id = super().pre_start_kernel(kernel_name, kwargs)
@@ -255,6 +272,9 @@ class CorsForAllowedOrigin(web.OutputTransform):
         super().__init__(request)
         self._origin = request.headers.get("Origin")
         self._allowed = allowed
+        self._private_network = request.method == "OPTIONS" and (
+            request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true"
+        )
 
     def transform_first_chunk(
         self, status_code: int, headers: Any, chunk: bytes, finishing: bool
@@ -264,12 +284,17 @@ class CorsForAllowedOrigin(web.OutputTransform):
         if self._allowed != ANY_ORIGIN and self._origin != self._allowed:
             for name in [n for n in headers if n.lower().startswith("access-control-")]:
                 del headers[name]
+        elif self._private_network and "Access-Control-Allow-Origin" in headers:
+            # Chromium's Private Network Access asks a public page's preflight to a
+            # loopback server for this one more permission.
+            headers["Access-Control-Allow-Private-Network"] = "true"
         return status_code, headers, chunk
 
 
 class EnvsyncGatewayApp(KernelGatewayApp):
     """KernelGatewayApp with no config files, SIGINT == SIGTERM, and the guards above."""
 
+    control = Unicode("", config=True, help="the launch process's control socket: serves the editor API")
     _stopping = False
 
     @property
@@ -297,6 +322,12 @@ class EnvsyncGatewayApp(KernelGatewayApp):
         if is_loopback(self.ip):
             self.web_app.add_handlers(host_pattern(self.ip), [(r".*", ForeignHostHandler)])
             self.web_app.settings["allow_remote_access"] = False
+        if self.control:
+            # Added after the foreign-Host rule, so that rule still comes first.
+            self.web_app.settings["envsync_control"] = self.control
+            check = guard.TokenCheck(self.auth_token)
+            routes = [(path, handlers.rebuild(cls, check)) for path, cls in editor.ROUTES]
+            self.web_app.add_handlers(r".*$", routes)
         # tornado makes a transform from the request alone: bind the origin beforehand.
         transform = functools.partial(CorsForAllowedOrigin, allowed=self.allow_origin)
         self.web_app.add_transform(cast("type[web.OutputTransform]", transform))

@@ -179,6 +179,9 @@ class GatewaySpec:
     # metadata.envsync.fingerprint); None: what it says when the gateway starts.
     python: str | None = None
     fingerprint: str | None = None
+    # The launch process's control socket (`envsync.gateway.control`): the editor API and
+    # the check at each kernel start ask it. None: no editor API, pins fixed as above.
+    control: Path | None = None
 
     def validate(self) -> None:
         """The kernel name, then every `ServeOptions` rule."""
@@ -199,6 +202,7 @@ class GatewaySpec:
                 "log_max_bytes": self.log_max_bytes,
                 "python": self.python,
                 "fingerprint": self.fingerprint,
+                "control": _opt_str(self.control),
                 "serve": {
                     "ip": s.ip,
                     "port": s.port,
@@ -225,7 +229,7 @@ class GatewaySpec:
             "spec",
             {
                 *("kernel_name", "jupyter_data_dir", "working_dir", "log_path", "log_max_bytes"),
-                *("python", "fingerprint", "serve"),
+                *("python", "fingerprint", "control", "serve"),
             },
         )
         s = _Fields(
@@ -258,6 +262,7 @@ class GatewaySpec:
             log_max_bytes=top.get("log_max_bytes", int),
             python=top.optional("python", str),
             fingerprint=top.optional("fingerprint", str),
+            control=top.optional_path("control"),
         )
 
 

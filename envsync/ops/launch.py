@@ -5,6 +5,14 @@ leaving it (normally, by an error or by Ctrl-C) the registry entry is dropped, t
 gateway and its kernels are stopped and the environment's hold is released, whichever
 of those steps had been reached. It never prints: what a user should see goes through
 `LaunchHooks`, and `Watch` reports what happens while it serves as events.
+
+While it serves, the gateway's editor API (`/api/envsync*`) is answered by an
+`envsync.ops.editor.EditorControl` over a control socket; a lock the editor sends is
+taken per `LaunchRequest.lock_updates`. A web editor connects with one string,
+`LaunchInfo.connection`, printed as `Editor connection: <url>/#token=<token>`: the
+gateway's base URL with the token in the fragment (a browser never sends a fragment to
+any server, so it stays out of logs and Referer headers); the editor sends it back as
+`Authorization: token <token>`.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from typing import Any
 
 from envsync import proc, procinfo
 from envsync.errors import EnvsyncError, GatewayError
-from envsync.gateway import process, registry, rundir
+from envsync.gateway import control, process, registry, rundir
 from envsync.gateway.process import RunningGateway
 from envsync.gateway.spec import GatewaySpec, ServeOptions, check_token
 from envsync.lock.diff import LockDiff
 from envsync.lock.model import Lock
+from envsync.ops.consent import EditorEvent, LockUpdates
+from envsync.ops.editor import EditorControl
 from envsync.ops.preflight import Notice, NoticeKind
 from envsync.ops.sync import Progress, SyncResult
 from envsync.settings import Settings
@@ -47,6 +57,7 @@ class LaunchRequest:
     frozen: bool = False
     yes: bool = False
     backend: str | None = None
+    lock_updates: LockUpdates = LockUpdates.REFUSE  # a lock sent by the editor: ask, accept, refuse
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,12 @@ class LaunchInfo:
     notices: tuple[Notice, ...]
     sync: SyncResult = field(repr=False)
     gateway: RunningGateway = field(repr=False)
+    editor: EditorControl = field(repr=False)
+
+    @property
+    def connection(self) -> str:
+        """What a web editor pastes: the URL with the token in the fragment, never in a query."""
+        return f"{self.url}/#token={self.token}"
 
     def to_dict(self) -> dict[str, Any]:
         """The ready line `launch --json` prints."""
@@ -90,6 +107,7 @@ class LaunchInfo:
             "project": self.project,
             "env": str(self.env),
             "python": self.python,
+            "connection": self.connection,
         }
 
 
@@ -145,6 +163,20 @@ def launch(
         for notice in after_sync(pre.lock, result):
             notices.append(notice)
             hooks.notice(notice)
+        editor = EditorControl.serving(
+            settings=settings,
+            notebook=notebook,
+            project=project,
+            kernel_name=result.kernel_name,
+            lock=pre.lock,
+            env=result.env,
+            checked=result.drift,
+            policy=request.lock_updates,
+            backend=request.backend,
+        )
+        stack.callback(editor.close)
+        server = control.ControlServer(editor.handle)
+        stack.callback(server.close)
         spec = GatewaySpec(
             kernel_name=result.kernel_name,
             jupyter_data_dir=settings.jupyter_data_dir,
@@ -153,6 +185,7 @@ def launch(
             # The gateway re-reads the kernelspec at each kernel start: it must still be this.
             python=str(result.python),
             fingerprint=pre.lock.fingerprint,
+            control=server.path,
         )
         hooks.starting(result.kernel_name)
         adopt_orphans(stack)
@@ -174,6 +207,7 @@ def launch(
             notices=tuple(notices),
             sync=result,
             gateway=gw,
+            editor=editor,
         )
 
 
@@ -253,7 +287,7 @@ class NotebookUnreadable:
     message: str
 
 
-Event = GatewayStopped | LockChanged | NotebookUnreadable
+Event = GatewayStopped | LockChanged | NotebookUnreadable | EditorEvent
 
 
 class Watch:
@@ -278,12 +312,13 @@ class Watch:
                     f"Kernel Gateway exited unexpectedly (exit {returncode})",
                     detail=process.log_tail(gw.log_path) if gw.log_path else None,
                 )
+        events: list[Event] = [*self.info.editor.events()]
         now = _stat(self.notebook)
         if self._seen is not None and now == self._seen:
-            return []
+            return events
         self._seen = now
         event = self._compare()
-        return [] if event is None else [event]
+        return events if event is None else [*events, event]
 
     def _compare(self) -> Event | None:
         from envsync.lock.diff import diff
@@ -293,7 +328,9 @@ class Watch:
             new = project.load(self.notebook).manifest
         except EnvsyncError as exc:
             return NotebookUnreadable(exc.message)
-        d = diff(self.info.lock, new.lock)
+        if new.lock is not None and not new.lock_is_stale and self.info.editor.expects(new.lock.fingerprint):
+            return None  # the lock being served, or the editor's that this launch is writing
+        d = diff(self.info.editor.served_lock, new.lock)
         if d.empty and not new.lock_is_stale:
             return None
         return LockChanged(d, new.lock_is_stale)

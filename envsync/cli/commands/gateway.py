@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
     from envsync.cli.views.panel import Panel
     from envsync.env.sync import Progress
-    from envsync.ops.launch import LaunchInfo, LockChanged
+    from envsync.ops.consent import ConsentRequest
+    from envsync.ops.launch import Event, LaunchInfo, LockChanged
     from envsync.ops.preflight import Notice
 
 
@@ -69,7 +72,15 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--frozen", action="store_true", help="never re-lock: a stale lock is an error")
     p.add_argument("--yes", action="store_true", help="go on even when files changed hashes at the same version")
     p.add_argument("--backend", choices=installers.names(), help="installer for a new environment (default uv)")
-    p.add_argument("--json", action="store_true", help="print one JSON line (url, token, kernel, fingerprint, pid) when ready")
+    p.add_argument(
+        "--lock-updates",
+        choices=("ask", "accept", "refuse"),
+        help="a lock the web editor sends (POST /api/envsync/lock): ask here, accept, or refuse "
+        "(default: ask when stdin is a terminal, refuse otherwise)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON line (url, token, connection, kernel, fingerprint, pid) when ready"
+    )
     p.set_defaults(handler=_launch)
 
     p = sub.add_parser("status", parents=[common], help="list running gateways (notebook, project, URL, kernels)")
@@ -92,6 +103,7 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 def _launch(args: argparse.Namespace, app: App) -> int:
     from envsync.gateway.spec import ServeOptions
+    from envsync.ops.consent import LockUpdates
     from envsync.ops.launch import LaunchHooks, LaunchRequest, launch
 
     # Started in the background by a shell, Python inherits SIGINT ignored; `kill -INT`
@@ -114,6 +126,7 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         frozen=args.frozen,
         yes=args.yes,
         backend=args.backend,
+        lock_updates=LockUpdates(args.lock_updates or ("ask" if _stdin_is_terminal() else "refuse")),
     )
     hooks = LaunchHooks(
         relock_progress=app.progress("uv: "),
@@ -136,6 +149,10 @@ def _launch(args: argparse.Namespace, app: App) -> int:
             app.say("stopping kernels and the gateway …")
     app.say("stopped")
     return 0
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 @contextlib.contextmanager
@@ -165,6 +182,7 @@ def _show_ready(app: App, info: LaunchInfo) -> None:
     app.say(f"environment {esc(result.env.name)} ({reuse}, {esc(result.packages)} packages, Python {esc(result.python_version)})")
     # The one place the token is shown: the user needs it to connect.
     app.stdout.write(f"Kernel Gateway ready: {info.url}  token: {info.token}\n")
+    app.stdout.write(f"Editor connection: {info.connection}\n")
     app.stdout.flush()
     app.say("[dim]Ctrl-C stops the gateway and every kernel[/]")
 
@@ -175,7 +193,7 @@ def _serve(app: App, info: LaunchInfo, notebook: Path) -> None:
     from envsync.ops.launch import GatewayStopped, LockChanged, NotebookUnreadable, Watch
 
     watch = Watch(info, notebook)
-    with Panel(app, info.gateway, notebook=notebook, fingerprint=info.fingerprint) as panel:
+    with Panel(app, info.gateway, notebook=notebook, fingerprint=info.fingerprint, editor=info.editor) as panel:
         while True:
             for event in watch.poll():
                 if isinstance(event, GatewayStopped):
@@ -185,8 +203,54 @@ def _serve(app: App, info: LaunchInfo, notebook: Path) -> None:
                     panel.note(f"the notebook changed on disk and cannot be read now: {event.message}")
                 elif isinstance(event, LockChanged):
                     _lock_changed(app, panel, event)
+                else:
+                    _editor_event(app, panel, event)
             panel.refresh()
-            time.sleep(1.0)
+            time.sleep(0.5)
+
+
+def _editor_event(app: App, panel: Panel, event: Event) -> None:
+    """A lock from the web editor: ask for consent, then report the build."""
+    from envsync.cli.views.render import diff_lines
+    from envsync.ops.consent import LockUpdateAsked, LockUpdateFailed, LockUpdateReady, LockUpdateStarted
+
+    if isinstance(event, LockUpdateAsked):
+        d = event.request.diff
+        lines = [f"the web editor sent another lock for {event.request.project} ({len(d.changes)} package changes):"]
+        panel.note("\n".join([*lines, *diff_lines(d)]))
+        if app.json:
+            app.emit_json({"event": "lock-update-asked", "diff": d.to_dict()})
+        with panel.paused():
+            event.request.answer(_read_yes(app, event.request))
+    elif isinstance(event, LockUpdateStarted):
+        panel.note(f"building the environment of the editor's lock {event.fingerprint[:19]}… (running kernels keep theirs)")
+        if app.json:
+            app.emit_json({"event": "lock-update-started", "fingerprint": event.fingerprint, "diff": event.diff.to_dict()})
+    elif isinstance(event, LockUpdateReady):
+        panel.fingerprint = event.fingerprint
+        panel.note(f"the editor's lock {event.fingerprint[:19]}… is served: new kernels run its environment")
+        if app.json:
+            app.emit_json({"event": "lock-update-ready", "fingerprint": event.fingerprint})
+    elif isinstance(event, LockUpdateFailed):
+        panel.note(f"the editor's lock could not be built: {event.message}; the previous environment is still served")
+        if app.json:
+            app.emit_json({"event": "lock-update-failed", "error": event.message})
+
+
+def _read_yes(app: App, request: ConsentRequest) -> bool:
+    """y/N on stdin until the request's deadline; no answer, end of input or anything else is no."""
+    if sys.stdin is None:
+        return False
+    app.stderr.write(f"serve this lock from now on? [y/N] (within {max(0, request.deadline - time.monotonic()):.0f} s) ")
+    app.stderr.flush()
+    while (remaining := request.deadline - time.monotonic()) > 0:
+        try:
+            ready, _, _ = select.select([sys.stdin], [], [], min(remaining, 1.0))
+        except (OSError, ValueError):
+            return False
+        if ready:
+            return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return False
 
 
 def _lock_changed(app: App, panel: Panel, event: LockChanged) -> None:

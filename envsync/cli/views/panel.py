@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from envsync.gateway.process import RunningGateway
+    from envsync.ops.editor import EditorControl
 
 
 class Panel:
@@ -23,8 +26,11 @@ class Panel:
     Off a terminal (or with --json) it stays silent except for notes, which are printed.
     """
 
-    def __init__(self, app: App, gw: RunningGateway, *, notebook: Path, fingerprint: str) -> None:
+    def __init__(
+        self, app: App, gw: RunningGateway, *, notebook: Path, fingerprint: str, editor: EditorControl | None = None
+    ) -> None:
         self.app = app
+        self.editor = editor
         self.gw = gw
         self.notebook = notebook
         self.fingerprint = fingerprint
@@ -58,6 +64,18 @@ class Panel:
         else:
             self.app.stderr.write(text + "\n")
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing while the user answers a question below the panel."""
+        if self._live is None:
+            yield
+            return
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
+
     def refresh(self) -> None:
         """Redraw; the gateway is asked for its kernels at most once a second."""
         if self._live is None:
@@ -83,6 +101,8 @@ class Panel:
         grid.add_row("notebook", str(self.notebook))
         grid.add_row("kernel", self.gw.kernel_name)
         grid.add_row("fingerprint", self.fingerprint)
+        if self.editor is not None:
+            grid.add_row("environment", self._env_state(self.editor))
         if self._error:
             grid.add_row("kernels", f"[red]{self._error}[/]")
         elif not self._kernels:
@@ -93,3 +113,18 @@ class Panel:
                 f"{k.get('execution_state', '?')}, {k.get('connections', 0)} connection(s), last activity {k.get('last_activity', '?')}",
             )
         return grid
+
+    @staticmethod
+    def _env_state(editor: EditorControl) -> str:
+        from rich.markup import escape
+
+        state = editor.state_body()
+        text = str(state["state"])
+        progress = state["progress"]
+        if progress:
+            text += f": {escape(str(progress['message']))}"
+        if state["error"]:
+            text += f" [red]{escape(str(state['error']))}[/]"
+        if not state["verification"]["clean"]:
+            text += " [red](files differ from the lock)[/]"
+        return text
