@@ -8,6 +8,7 @@ node_modules is a skip with the reason, or a failure when ENVSYNC_REQUIRE_BROWSE
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -394,6 +395,23 @@ def end_launch(running: Launched) -> None:
     kill_pids(left)  # never leave anything behind, even when the assertion below fails
     assert not left, f"still running after envsync launch stopped: {left}\n{_tail(running.log)}"
     assert code in (0, 130), f"envsync launch exited {code} on SIGINT\n{_tail(running.log)}"
+
+
+@pytest.fixture(scope="session")
+def launcher() -> Callable[..., contextlib.AbstractContextManager[Launched]]:
+    """`launcher(notebook, home, origin, workdir, extra)`: a launch that ends on leaving the block."""
+
+    @contextlib.contextmanager
+    def launch(
+        notebook: Path, home: Path, origin: str, workdir: Path, extra: tuple[str, ...] = ()
+    ) -> Iterator[Launched]:
+        running = start_launch(notebook, home=home, origin=origin, workdir=workdir, extra=extra)
+        try:
+            yield running
+        finally:
+            end_launch(running)
+
+    return launch
 
 
 @pytest.fixture(scope="session")

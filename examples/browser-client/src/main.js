@@ -95,8 +95,8 @@ function showEnv(state, expected) {
   show('verified', v.text, v.state);
 }
 
-/** POST /api/envsync/diff and show it; offer #send-lock when the locks differ. */
-async function showDiff(settings, manifest) {
+/** POST /api/envsync/diff and show it; offer #send-lock when the locks or projects differ. */
+async function showDiff(settings, manifest, served) {
   const button = $('send-lock');
   button.hidden = true;
   if (!manifest) {
@@ -105,8 +105,13 @@ async function showDiff(settings, manifest) {
   }
   try {
     const answer = await lockDiff(settings, manifest);
-    show('diff', diffLines(answer.diff).join('\n'), answer.same ? 'same' : 'different');
-    button.hidden = answer.same;
+    const lines = diffLines(answer.diff);
+    // The lock says nothing of the project: two projects can share one lock.
+    const otherProject = served && manifest.project !== served.project;
+    if (otherProject) lines.unshift(`project: ${served.project} (gateway) → ${manifest.project} (notebook)`);
+    const same = answer.same && !otherProject;
+    show('diff', lines.join('\n'), same ? 'same' : 'different');
+    button.hidden = same;
   } catch (err) {
     if (!(err instanceof ApiAnswer)) throw err;
     show('diff', `the gateway cannot compare this manifest (${err.status}): ${err.message}`, 'refused');
@@ -137,7 +142,7 @@ export async function run({ connection, token, expected, manifestText, code, ker
 
     const state = await envState(settings);
     showEnv(state, wanted);
-    if (state) await showDiff(settings, manifest);
+    if (state) await showDiff(settings, manifest, state);
 
     setStatus('running', 'listing kernelspecs…');
     const { spec, fingerprint } = await envsyncSpec(settings, kernelName);
@@ -182,7 +187,7 @@ export async function sendPageLock() {
     const { status, body } = await sendLock(settings, manifest);
     if (status !== 202) {
       const why = (body && (body.message || body.reason)) || `HTTP ${status}`;
-      const word = status === 403 ? 'refused' : status === 409 ? 'refused (conflict)' : status === 400 ? 'rejected' : 'failed';
+      const word = status === 400 ? 'rejected' : status === 403 || status === 409 ? 'refused' : 'failed';
       show('lock-result', `${word} (${status}): ${why}`, status >= 400 && status < 500 ? 'refused' : 'error');
       return;
     }
@@ -198,7 +203,7 @@ export async function sendPageLock() {
       }
       if (state.state === 'ready' && state.fingerprint === target) {
         show('lock-result', `ready: the gateway now serves ${target}; new kernels run it`, 'ready');
-        await showDiff(settings, manifest);
+        await showDiff(settings, manifest, state);
         return;
       }
       if (state.state === 'building') show('progress', progressText(state));
