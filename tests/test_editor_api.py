@@ -10,6 +10,7 @@ checked against its JSON Schema in schemas/.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import queue
@@ -146,6 +147,20 @@ class Launch:
             if line.strip():
                 return dict(json.loads(line))
         raise AssertionError(f"no JSON line within {timeout:.0f} s; stderr:\n{self.stderr}")
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every JSON line already printed and not read yet."""
+        out = []
+        while True:
+            try:
+                line = self._out.get_nowait()
+            except queue.Empty:
+                return out
+            if line is None:
+                self._out.put(None)
+                return out
+            if line.strip():
+                out.append(json.loads(line))
 
     def event(self, name: str, timeout: float = BUILD_TIMEOUT) -> dict[str, Any]:
         """The next JSON event called `name` on stdout (others before it are skipped)."""
@@ -301,6 +316,7 @@ def test_state_names_the_served_lock_env_and_check_and_needs_the_token(nb: Path,
         refused(launch.get(headers={}), 401)
         refused(launch.get(headers={"Authorization": "token " + "x" * 43}), 401)
         refused(launch.get(params={"token": launch.token}, headers={}), 401)  # never in a query
+        assert launch.get(headers=launch.headers(Host="evil.example")).status_code == 403  # DNS rebinding
 
         state = launch.state()
 
@@ -403,6 +419,9 @@ def test_accepted_lock_is_built_then_served_to_new_and_restarted_kernels_and_sav
         assert alpha_in(launch, old_kernel) == "1.0.0"
         assert kernels_by_id(launch.state())[old_kernel] == new_fp
         assert kernels_by_id(launch.state())[kept] == old_fp
+        time.sleep(1.5)  # the watcher looks at the notebook twice a second
+        events = [e.get("event") for e in launch.drain()]
+        assert "lock-update-ready" in events and "lock-changed" not in events, events
 
     after = nb.read_bytes()
     assert manifest_of(nb) == theirs
@@ -455,6 +474,80 @@ def test_ask_waits_for_the_terminal_answer_no_then_yes(nb: Path, env: dict[str, 
         assert launch.wait_state("ready")["fingerprint"] == new_fp
     assert manifest_of(nb) == theirs
     assert "serve this lock from now on? [y/N]" in launch.stderr
+
+
+class GatedIndex:
+    """An index's files behind a server that can hold a wheel download, then serve or refuse it."""
+
+    def __init__(self, root: Path) -> None:
+        self.armed = False
+        self.fail = False
+        self.requested = threading.Event()
+        self.release = threading.Event()
+        gate = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a: Any, **k: Any) -> None:
+                super().__init__(*a, directory=str(root), **k)
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+                if gate.armed and self.path.split("#")[0].endswith(".whl"):
+                    gate.requested.set()
+                    gate.release.wait(60)
+                    if gate.fail:
+                        self.send_error(404)
+                        return
+                super().do_GET()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_a_build_shows_progress_turns_a_second_update_away_and_a_failure_keeps_the_old_env(
+    tmp_path: Path, kernel_index: LocalIndex
+) -> None:
+    index = GatedIndex(kernel_index.root)
+    try:
+        env = {**cli_env(tmp_path / "home", index.url), "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+        nb = tmp_path / "nb.ipynb"
+        res = envsync(env, "init", nb, "--index", index.url, "--python", "3.11", "--project", "sales", "alpha<2")
+        assert res.returncode == 0, res.stderr
+        edited = tmp_path / "edited.ipynb"
+        shutil.copyfile(nb, edited)
+        assert envsync(env, "add", edited, "alpha==1.0.0").returncode == 0
+        theirs = manifest_of(edited)
+        before = nb.read_bytes()
+        with launching(nb, env, "--lock-updates", "accept") as launch:
+            served = launch.state()["fingerprint"]
+            index.armed, index.fail = True, True  # alpha 1.0.0 is not in the private uv cache yet
+            r = launch.post("/api/envsync/lock", {"manifest": theirs})
+            assert r.status_code == 202, r.text
+            assert index.requested.wait(60), launch.stderr
+            building = launch.state()
+            assert building["state"] == "building" and building["fingerprint"] == served
+            assert building["progress"] is not None and building["progress"]["message"]
+            message = refused(launch.post("/api/envsync/lock", {"manifest": theirs}), 409)
+            assert "under way" in message
+            index.release.set()
+
+            failed = launch.wait_state("failed")
+            assert failed["fingerprint"] == served and failed["error"], failed
+            assert launch.event("lock-update-failed")["error"] == failed["error"]
+            assert nb.read_bytes() == before
+            kernel = start_kernel(launch)  # the old env still serves
+            assert kernels_by_id(launch.state()) == {kernel: served}
+    finally:
+        index.stop()
 
 
 # --- what is refused ---------------------------------------------------------------------------
@@ -573,3 +666,29 @@ def test_private_network_preflight_is_allowed_for_the_editor_origin_only(nb: Pat
         assert "Access-Control-Allow-Private-Network" not in got.headers
         got = launch.get(headers=launch.headers(Origin=FOREIGN))
         assert "Access-Control-Allow-Origin" not in got.headers
+
+
+# --- the control socket ------------------------------------------------------------------------
+
+
+def test_the_control_socket_is_private_and_survives_a_malformed_request() -> None:
+    import socket
+    import stat
+
+    from envsync.gateway import control
+
+    server = control.ControlServer(lambda request: (200, {"echo": request.get("op")}))
+    try:
+        assert stat.S_IMODE(server.folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(server.path))
+            sock.sendall(b"[not an object")
+            sock.shutdown(socket.SHUT_WR)
+            answer = json.loads(sock.recv(65536))
+        assert answer == {"status": 400, "body": {"message": "malformed control request"}}
+        assert control.ask(server.path, {"op": "state"}, timeout=10) == (200, {"echo": "state"})
+    finally:
+        server.close()
+    assert not server.folder.exists()
