@@ -5,7 +5,7 @@ cell, and juv's own uv.lock in `metadata["uv.lock"]`), marimo notebooks (`.py`, 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +110,41 @@ def read_script(path: Path) -> Imported:
         raise EnvsyncError(f"{path} has no `# /// script` block to import", hint="PEP 723 describes the block")
     kind = "marimo" if "import marimo" in text and "marimo.App(" in text else "pep723"
     return pep723.imported_from(meta, where=str(path), kind=kind)
+
+
+def header_with(cell_source: str, dependencies: list[str], requires_python: str | None = None) -> str:
+    """A juv cell's source with its block's dependencies (and requires-python) replaced, the rest kept."""
+    import re
+
+    import tomlkit
+
+    match = next(m for m in re.finditer(pep723.REGEX, cell_source) if m.group("type") == "script")
+    content = "".join(
+        ln[2:] if ln.startswith("# ") else ln[1:] for ln in match.group("content").splitlines(keepends=True)
+    )
+    doc = tomlkit.parse(content)
+    if requires_python:
+        doc["requires-python"] = requires_python
+    arr = tomlkit.array()
+    for d in dependencies:
+        arr.append(d)
+    arr.multiline(True)
+    doc["dependencies"] = arr
+    body = "\n".join(f"# {ln}" if ln else "#" for ln in tomlkit.dumps(doc).splitlines())
+    return cell_source[: match.start()] + f"# /// script\n{body}\n# ///" + cell_source[match.end() :]
+
+
+def edited_requirements(current: Sequence[str], *, added: Sequence[str] = (), removed: Sequence[str] = ()) -> list[str]:
+    """The header's list after the manifest's own edit: an added name replaces its entry, a removed one goes."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    def key(text: str) -> str:
+        try:
+            return canonicalize_name(Requirement(text).name)
+        except InvalidRequirement:
+            return text
+
+    new = {key(a): a for a in added}
+    gone = {canonicalize_name(n) for n in removed}
+    kept = [new.pop(key(d), d) for d in current if key(d) not in gone]
+    return kept + list(new.values())

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from pathlib import Path
@@ -237,15 +238,17 @@ def _remove_member(s: str, obj_start: int, inner: list[_Member], member: _Member
     return s[: prev.value_end] + s[member.value_end :]
 
 
-def write_manifest(nb: NotebookFile, value: Any | None) -> NotebookFile:
+def write_manifest(nb: NotebookFile, value: Any | None, *, edit: Callable[[str], str] | None = None) -> NotebookFile:
     """Write `value` as metadata.envsync into the notebook file, atomically.
 
     Refuses, without writing, if the file changed on disk since `nb` was read. The new
-    file keeps the owner, group and mode of the one it replaces.
+    file keeps the owner, group and mode of the one it replaces. `edit` is one more
+    splice of the text in the same write (the juv header cell kept in step).
     """
     target = nb.path.resolve()
     st = _stat_for_write(nb.path, target)
-    text = splice_manifest(nb.raw.decode("utf-8"), value)
+    raw = nb.raw.decode("utf-8")
+    text = splice_manifest(edit(raw) if edit else raw, value)
     new_raw = text.encode("utf-8")
     # Parse what we are about to write: never leave a notebook that does not load.
     new_data = jsontext.loads(text, str(nb.path))

@@ -3,7 +3,7 @@ versions are kept, and what each export can and cannot carry (said as notes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from envsync.errors import EnvsyncError, ResolutionError, UsageError
 from envsync.formats.imported import Imported
 from envsync.lock.model import Lock
 from envsync.lock.targets import TARGETS, pythons_in_range
+from envsync.notebook.file import NotebookFile
 from envsync.ops.project import LockResult, Project, init, requires_python_of
 from envsync.settings import Settings
 
@@ -58,11 +59,13 @@ def import_source(
     extras: tuple[str, ...] = (),
     groups: tuple[str, ...] = (),
     all_extras: bool = False,
+    juv_header: str | None = None,
     progress: Progress | None = None,
 ) -> ImportResult:
     """Fill NOTEBOOK's manifest from SOURCE and lock it, keeping the versions SOURCE had locked."""
     imp = read_source(source, extras=extras, groups=groups, all_extras=all_extras)
     notes = list(imp.notes)
+    asked_python = python
     if python is None and imp.requires_python and imp.whole_range:
         python = imp.requires_python
     elif python is None and imp.requires_python:
@@ -74,12 +77,13 @@ def import_source(
         index = imp.index
         notes.append(f"index {imp.index} from {source.name}")
     check = _hash_check(imp)
+    edit = _import_header_edit(notebook, source, imp, juv_header, python=asked_python, notes=notes)
 
     def run(constraints: tuple[str, ...]) -> LockResult:
         return init(
             notebook, settings=settings, python=python, project=project or imp.project, dependencies=imp.dependencies,
             environments=environments or imp.environments or None, index=index, progress=progress,
-            constraints=constraints, exclude_newer=imp.exclude_newer, check=check,
+            constraints=constraints, exclude_newer=imp.exclude_newer, check=check, edit=edit,
         )
 
     try:
@@ -94,6 +98,33 @@ def import_source(
     if res.manifest.lock is not None and imp.constraints:
         notes.append(_kept(imp.constraints, res.manifest.lock))
     return ImportResult(res, imp.kind, tuple(notes))
+
+
+def _import_header_edit(
+    notebook: Path, source: Path, imp: Imported, choice: str | None, *, python: str | None, notes: list[str]
+) -> Callable[[str], str] | None:
+    """--keep-juv-header: the header declares what the manifest will; --drop-juv-header: the cell goes."""
+    if choice is None:
+        if imp.kind == "juv" and source.resolve() == notebook.resolve():
+            notes.append("the juv `# /// script` cell stays; `envsync add`/`remove` will keep it in step (--drop-juv-header removes it)")
+        return None
+    if imp.kind != "juv" or source.resolve() != notebook.resolve():
+        raise UsageError("--keep-juv-header and --drop-juv-header apply to a juv notebook imported into itself")
+    from envsync.notebook.file import read_notebook
+    from envsync.notebook.manifest import normalize_requirement
+
+    nb = read_notebook(notebook)
+    if choice == "drop":
+        edit, note = header_removal(nb)
+    else:
+        deps = [normalize_requirement(d) for d in imp.dependencies]
+        found = header_edit(nb, replace=deps, requires_python=requires_python_of(python) if python else None)
+        if found is None:
+            notes.append("the juv `# /// script` cell already declares what the manifest does")
+            return None
+        edit, note = found
+    notes.append(note)
+    return edit
 
 
 def _hash_check(imp: Imported) -> Callable[[Lock], None] | None:
@@ -204,3 +235,55 @@ def header_drift(project: Project) -> str | None:
     parts = ([f"only in the header: {', '.join(only_header)}"] if only_header else []) + (
         [f"only in the manifest: {', '.join(only_manifest)}"] if only_manifest else [])
     return f"the {kind} `# /// script` header declares other dependencies than the manifest ({'; '.join(parts)})"
+
+
+def header_edit(
+    nb: NotebookFile, *, added: Sequence[str] = (), removed: Sequence[str] = (), requires_python: str | None = None,
+    replace: Sequence[str] | None = None,
+) -> tuple[Callable[[str], str], str] | None:
+    """A splice giving the juv header cell the same edit as the manifest, and the note saying so."""
+    from envsync.formats import cells, juv, pep723
+
+    try:
+        index = juv.script_cell(nb.data)
+    except EnvsyncError:
+        return None  # a header that does not parse is left as it is
+    if index is None:
+        return None
+    source = juv.cell_text(nb.data["cells"][index])
+    meta = pep723.block(source, where=str(nb.path))
+    current = pep723.declared(meta or {})
+    deps = list(replace) if replace is not None else juv.edited_requirements(current, added=added, removed=removed)
+    new = juv.header_with(source, deps, requires_python)
+    if new == source:
+        return None
+    return _guarded(index, source, lambda raw: cells.replace_source(raw, index, new)), (
+        f"the juv `# /// script` cell (cell {index + 1}) now declares: {', '.join(deps) or 'nothing'}"
+    )
+
+
+def header_removal(nb: NotebookFile) -> tuple[Callable[[str], str], str]:
+    """A splice removing the juv header cell, and the note saying so."""
+    from envsync.formats import cells, juv
+
+    index = juv.script_cell(nb.data)
+    if index is None:
+        raise UsageError(f"{nb.path} has no juv `# /// script` cell to remove")
+    source = juv.cell_text(nb.data["cells"][index])
+    return _guarded(index, source, lambda raw: cells.remove_cell(raw, index)), f"removed the juv `# /// script` cell (cell {index + 1})"
+
+
+def _guarded(index: int, source: str, splice: Callable[[str], str]) -> Callable[[str], str]:
+    """`splice`, refused if the text it gets no longer has that header in that cell."""
+    import json
+
+    from envsync.errors import ConcurrentModificationError
+    from envsync.formats import juv
+
+    def run(raw: str) -> str:
+        data = json.loads(raw)
+        if juv.script_cell(data) != index or juv.cell_text(data["cells"][index]) != source:
+            raise ConcurrentModificationError("the juv header cell changed while envsync was working; nothing was written")
+        return splice(raw)
+
+    return run

@@ -64,13 +64,17 @@ class LockResult:
     diff: LockDiff
     written: bool
     created: bool = False
+    notes: tuple[str, ...] = ()
 
 
-def _save(nb: NotebookFile, manifest: Manifest) -> NotebookFile:
+Edit = Callable[[str], str]
+
+
+def _save(nb: NotebookFile, manifest: Manifest, edit: Edit | None = None) -> NotebookFile:
     # Validate exactly what will be written, through the same reader every other command uses.
     data = manifest.to_dict()
     parse_manifest(data)
-    return write_manifest(nb, data)
+    return write_manifest(nb, data, edit=edit)
 
 
 def init(
@@ -87,6 +91,7 @@ def init(
     constraints: tuple[str, ...] = (),
     exclude_newer: str | None = None,
     check: Callable[[Lock], None] | None = None,
+    edit: Edit | None = None,
 ) -> LockResult:
     """Add a manifest to a notebook (creating the notebook if it does not exist) and lock it.
 
@@ -129,7 +134,7 @@ def init(
         # The display name the kernelspec will carry, so Jupyter has nothing to rewrite on open.
         create_notebook(path, new_notebook_bytes(manifest.kernel_name, display_name(slug, requires)))
     nb = read_notebook(path)
-    _save(nb, manifest)
+    _save(nb, manifest, edit)
     return LockResult(path, manifest, diff(None, manifest.lock), written=True, created=created)
 
 
@@ -151,8 +156,12 @@ def relock(
     upgrade: bool = False,
     upgrade_packages: tuple[str, ...] = (),
     progress: Progress | None = None,
+    header: tuple[Edit, str] | None = None,
 ) -> LockResult:
-    """Resolve `manifest` (keeping current pins where possible) and write it back."""
+    """Resolve `manifest` (keeping current pins where possible) and write it back.
+
+    `header` is a splice keeping the juv header cell in step, and the note that says so.
+    """
     from envsync.lock.resolve import resolve
 
     new_lock = resolve(
@@ -165,20 +174,28 @@ def relock(
     )
     updated = replace(manifest, lock=new_lock)
     changes = diff(project.manifest.lock, new_lock)
-    if updated.to_dict() == project.manifest.to_dict():
+    if updated.to_dict() == project.manifest.to_dict() and header is None:
         return LockResult(project.path, updated, changes, written=False)
-    _save(project.notebook, updated)
-    return LockResult(project.path, updated, changes, written=True)
+    _save(project.notebook, updated, header[0] if header else None)
+    return LockResult(project.path, updated, changes, written=True, notes=(header[1],) if header else ())
 
 
 def add(project: Project, requirements: list[str], *, settings: Settings, progress: Progress | None = None) -> LockResult:
+    """Declare requirements (a juv header cell, if the notebook has one, gets the same edit) and re-lock."""
+    from envsync.ops.interop import header_edit
+
     edit = add_dependencies(project.manifest.dependencies, requirements)
-    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress)
+    header = header_edit(project.notebook, added=edit.added)
+    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress, header=header)
 
 
 def remove(project: Project, names: list[str], *, settings: Settings, progress: Progress | None = None) -> LockResult:
+    """Drop declared requirements (and from a juv header cell, if there is one) and re-lock."""
+    from envsync.ops.interop import header_edit
+
     edit = remove_dependencies(project.manifest.dependencies, names)
-    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress)
+    header = header_edit(project.notebook, removed=edit.removed)
+    return relock(project, project.manifest.with_dependencies(edit.dependencies), settings=settings, progress=progress, header=header)
 
 
 def check_lock_current(project: Project) -> None:

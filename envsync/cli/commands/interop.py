@@ -43,6 +43,11 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--extra", dest="extras", action="append", default=[], metavar="NAME", help="pyproject: take this optional-dependencies entry (repeatable)")
     p.add_argument("--group", dest="groups", action="append", default=[], metavar="NAME", help="pyproject: take this dependency group (repeatable)")
     p.add_argument("--all-extras", action="store_true", help="pyproject: take every optional-dependencies entry")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--keep-juv-header", dest="juv_header", action="store_const", const="keep",
+                   help="juv notebook: make its `# /// script` cell declare what the manifest does (add/remove keep it in step)")
+    g.add_argument("--drop-juv-header", dest="juv_header", action="store_const", const="drop",
+                   help="juv notebook: remove its `# /// script` cell")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_import)
 
@@ -118,6 +123,7 @@ def _import(args: argparse.Namespace, app: App) -> int:
         extras=tuple(args.extras),
         groups=tuple(args.groups),
         all_extras=args.all_extras,
+        juv_header=args.juv_header,
         progress=app.progress("uv: "),
     )
     from envsync.cli.views.render import esc

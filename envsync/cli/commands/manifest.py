@@ -100,9 +100,12 @@ def render_lock_result(app: App, res: LockResult, *, verb: str, extra: dict[str,
                 "packages": len(m.lock.packages) if m.lock else 0,
                 "diff": res.diff.to_dict(),
             }
+            | ({"notes": list(res.notes)} if res.notes else {})
             | (extra or {})
         )
         return 0
+    for note in res.notes:
+        app.say(f"note: {esc(note)}")
     if m.lock:
         print_diff(app, res.diff, title="lock changes")
         state = "written" if res.written else "unchanged"
