@@ -1,6 +1,7 @@
 """Attacks on a running gateway, on loopback only: no token, wrong tokens, tokens in the wrong
 place, foreign origins, DNS rebinding, other kernelspecs, every path without a token,
-the token in `ps` or in logs, and binds that would expose the gateway without TLS.
+the token in `ps` or in logs, binds that would expose the gateway without TLS, and the
+editor API and the launch's control socket.
 
 The gateway is envsync's own (`gateway.start`) with a kernelspec on the dev venv's
 python, which has the real ipykernel, so kernels really start and run code.
@@ -605,3 +606,90 @@ def test_insecure_launch_options_are_refused(
     assert_one_clean_error(r, codes=2)
     assert not (tmp_path / "home" / "envs").exists()
     attempt("bind")
+
+
+# --- the editor API and the launch's control socket -------------------------------------------
+
+
+class Recorder:
+    """A stand-in for the launch's control handler that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def __call__(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.requests.append(request)
+        if request.get("op") == "kernel-start":
+            return 409, {"message": "the environment's files differ from the lock (alpha)"}
+        return 200, {"op": request.get("op")}
+
+
+@pytest.fixture(scope="module")
+def editor_gw(jupyter_dir: Path) -> Iterator[tuple[gateway.RunningGateway, Recorder, Path]]:
+    from envsync.gateway.control import ControlServer
+
+    recorder = Recorder()
+    server = ControlServer(recorder)
+    running = gateway.start(
+        GatewaySpec(
+            KERNEL, jupyter_dir, ServeOptions(allow_origin=ORIGIN), working_dir=jupyter_dir, control=server.path
+        )
+    )
+    try:
+        yield running, recorder, server.path
+    finally:
+        gateway.stop(running)
+        server.close()
+        assert not alive(running.pid)
+
+
+EDITOR_PATHS = ["/api/envsync", "/api/envsync/diff", "/api/envsync/lock", "/api/envsync/x"]
+
+
+@pytest.mark.parametrize("path", EDITOR_PATHS)
+def test_the_editor_api_without_the_token_reaches_nothing_and_reads_no_body(
+    path: str, editor_gw: tuple[gateway.RunningGateway, Recorder, Path]
+) -> None:
+    gw, recorder, _path = editor_gw
+    before = len(recorder.requests)
+    for method in METHODS:
+        r = requests.request(method, f"{gw.url}{path}", timeout=10)
+        assert r.status_code == 401, (method, path, r.status_code)
+        attempt("editor_api_unauthenticated")
+    # A body far past the cap, sent without the token: answered 401 from the headers alone.
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {64 << 20}\r\n\r\n".encode()
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 401")
+    assert len(recorder.requests) == before
+
+
+def test_a_kernel_start_is_refused_when_the_launch_says_the_files_differ(
+    editor_gw: tuple[gateway.RunningGateway, Recorder, Path],
+) -> None:
+    gw, recorder, _path = editor_gw
+    r = requests.post(f"{gw.url}/api/kernels", json={}, headers=auth(gw), timeout=30)
+    assert r.status_code == 409, r.text
+    assert r.json() == {"reason": "Conflict", "message": "the environment's files differ from the lock (alpha)"}
+    assert {"op": "kernel-start"} in recorder.requests
+    assert requests.get(f"{gw.url}/api/kernels", headers=auth(gw), timeout=10).json() == []
+    assert descendants(gw.pid) == []
+
+
+def test_another_user_cannot_reach_the_control_socket(
+    editor_gw: tuple[gateway.RunningGateway, Recorder, Path],
+) -> None:
+    _gw, recorder, path = editor_gw
+    before = len(recorder.requests)
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({str(path)!r})\n"
+        "s.sendall(b'{\"op\": \"lock\"}'); s.shutdown(socket.SHUT_WR); print(s.recv(100))\n"
+    )
+    seen = as_nobody([sys.executable, "-c", code])
+    assert seen.returncode != 0 and "PermissionError: [Errno 13]" in seen.stderr, seen
+    attempt("control_socket_other_user")
+    assert len(recorder.requests) == before
