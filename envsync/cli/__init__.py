@@ -69,7 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    from envsync.notebook import schema
+
     app = App.from_args(args)
+    # A manifest the schema accepted once is not validated again: see notebook/schema.py.
+    schema.remember_valid_in(lambda: app.settings.state_dir)
     try:
         return int(args.handler(args, app) or 0)
     except EnvsyncError as exc:
@@ -83,3 +87,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 (the one place that turns bugs into a message)
         app.bug(exc)
         return 1
+    finally:
+        schema.remember_valid_in(None)
