@@ -598,3 +598,33 @@ def test_juv_header_options_need_a_juv_notebook_imported_into_itself(
     r = envsync(capsys, "import", tmp_path / "nb.ipynb", src, "--drop-juv-header")
     assert r.code == 2
     assert r.errors == ["ERROR --keep-juv-header and --drop-juv-header apply to a juv notebook imported into itself"]
+
+
+# ---- what another tool's file may not smuggle in ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lock_text", "message"),
+    [
+        ('[[package]]\nname = "alpha"\nversion = "1.0\\n--index-url http://127.0.0.1:9/simple"\nsource = { registry = "x" }\n',
+         "a locked package has no valid name and version"),
+        ('[options]\nexclude-newer = "--help"\n', "exclude-newer '--help' is not a date or RFC 3339 timestamp"),
+        ('[[package]]\nname = "alpha"\nversion = "1.0"\nsource = { registry = "x" }\n[[package]]\nname = "alpha"\n'
+         'version = "2.0"\nsource = { registry = "x" }\nresolution-markers = ["os_name == \'nt\' or"]\n'
+         '[[package]]\nname = "alpha"\nversion = "3.0"\nsource = { registry = "x" }\nresolution-markers = ["os_name == \'nt\'"]\n',
+         "locked at several versions without markers"),
+    ],
+)
+def test_a_juv_lock_cannot_put_options_or_bad_values_into_the_resolution(
+    tmp_path: Path, local_index: LocalIndex, settings: Settings, capsys: pytest.CaptureFixture[str], lock_text: str, message: str
+) -> None:
+    nb = tmp_path / "juv.ipynb"
+    nb.write_text(notebook([code_cell(script_block(["beta"], requires=">=3.11"))], {"uv.lock": lock_text}))
+    r = envsync(capsys, "import", nb, nb, "--index", local_index.url)
+    if "without markers" in message:
+        assert r.code == 0, r.err
+        assert any(message in n for n in r.notes)
+        return
+    assert r.code == 1
+    assert len(r.errors) == 1 and message in r.errors[0] and "metadata.uv.lock" in r.errors[0]
+    assert "envsync" not in json.loads(nb.read_text())["metadata"]

@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 from envsync.errors import EnvsyncError
 from envsync.formats import pep723
 from envsync.formats.files import read_text
-from envsync.formats.imported import Imported
+from envsync.formats.imported import Imported, check_date, pin
 
 
 def cell_text(cell: Mapping[str, Any]) -> str:
@@ -82,7 +82,7 @@ def _take_uv_lock(text: str, out: Imported, *, where: str) -> None:
     skipped = []
     for name, found in sorted(entries.items()):
         if len(found) == 1:
-            out.constraints.append(f"{name}=={found[0]['version']}")
+            out.constraints.append(pin(name, found[0]["version"], where=where))
             continue
         # uv locked this package at one version per fork: each version holds where its fork does.
         markers = [p.get("resolution-markers") for p in found]
@@ -91,14 +91,14 @@ def _take_uv_lock(text: str, out: Imported, *, where: str) -> None:
             continue
         for p in found:
             ms: list[str] = p["resolution-markers"]
-            out.constraints.append(f"{name}=={p['version']} ; " + " or ".join(f"({m})" for m in ms))
+            out.constraints.append(pin(name, p["version"], " or ".join(f"({m})" for m in ms), where=where))
     out.notes.append(f"{where}: keeping juv's locked versions of {len(entries) - len(skipped)} packages")
     if skipped:
         out.notes.append(f"{where}: {', '.join(skipped)} locked at several versions without markers: resolved afresh")
     options = data.get("options", {})
     newer = options.get("exclude-newer") if isinstance(options, dict) else None
     if isinstance(newer, str) and not out.exclude_newer:
-        out.exclude_newer = newer
+        out.exclude_newer = check_date(newer, where=where)
         out.notes.append(f"{where}: resolving with juv's exclude-newer {newer}")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from envsync import rules
 from envsync.errors import EnvsyncError
-from envsync.formats.imported import Imported
+from envsync.formats.imported import Imported, check_date
 
 # The reference implementation's regex, from the PEP 723 specification.
 REGEX = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
@@ -52,17 +52,19 @@ def imported_from(meta: dict[str, Any], *, where: str, kind: str) -> Imported:
 
 def _take_uv_settings(uv: dict[str, Any], out: Imported, *, where: str) -> None:
     if isinstance(uv.get("exclude-newer"), str):
-        out.exclude_newer = uv["exclude-newer"]
+        out.exclude_newer = check_date(uv["exclude-newer"], where=where)
         out.notes.append(f"{where}: resolving with uv's exclude-newer {out.exclude_newer} (as the script did)")
-    indexes = [i["url"] for i in uv.get("index", []) if isinstance(i, dict) and isinstance(i.get("url"), str)]
-    defaults = [i["url"] for i in uv.get("index", []) if isinstance(i, dict) and i.get("default") and isinstance(i.get("url"), str)]
+    tables = [i for i in uv.get("index", []) if isinstance(i, dict)] if isinstance(uv.get("index"), list) else []
+    indexes = [i["url"] for i in tables if isinstance(i.get("url"), str)]
+    defaults = [i["url"] for i in tables if i.get("default") and isinstance(i.get("url"), str)]
     urls = ([uv["index-url"]] if isinstance(uv.get("index-url"), str) else []) + defaults
     urls += [u for u in indexes if u not in urls]
-    extra = urls[1:] + list(uv.get("extra-index-url") or [])
+    more = uv.get("extra-index-url") or []
+    extra = urls[1:] + (list(more) if isinstance(more, list) else [more])
     if extra:
         raise EnvsyncError(
             f"{where}: more than one package index is refused on purpose: envsync locks every package from one index",
-            hint="keep one index in the script, or import with --index URL",
+            hint="keep one index in the file",
         )
     if urls:
         if not rules.is_index_url(urls[0]):

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from envsync import rules
 from envsync.errors import EnvsyncError, LockError
 from envsync.formats.files import read_toml
-from envsync.formats.imported import Imported
+from envsync.formats.imported import Imported, pin
 from envsync.lock.model import Lock
 from envsync.lock.pylock import pylock_document, pylock_text
 
@@ -108,14 +108,9 @@ def read_pylock(path: Path) -> Imported:
     pins: list[str] = []
     for p in packages:
         name, version = p.get("name"), p.get("version")
-        if not isinstance(name, str) or not rules.is_package_name(name) or not isinstance(version, str):
-            raise EnvsyncError(f"{path}: a package entry has no valid name and version")
         if not any(k in p for k in ("wheels", "sdist")) and any(k in p for k in ("vcs", "directory", "archive")):
             raise EnvsyncError(f"{path}: {name} comes from a URL, VCS or path: refused on purpose: envsync locks packages from an index")
-        pin = f"{name}=={version}"
-        if isinstance(p.get("marker"), str):
-            pin += f" ; {p['marker']}"
-        pins.append(pin)
+        pins.append(pin(name, version, p.get("marker"), where=str(path)))
     out.constraints = pins
     indexes = {p["index"] for p in packages if isinstance(p.get("index"), str)}
     if len(indexes) == 1:
