@@ -98,6 +98,12 @@ class _Checked:
                     except (TypeError, ValueError):
                         message = exc.log_message
             body = {"reason": reason, "message": message}
+        # send_error cleared the CORS headers prepare() had set: without them a browser
+        # shows the page a CORS failure instead of this answer (the output transform
+        # still strips them for a foreign origin).
+        set_cors = getattr(self, "set_cors_headers", None)
+        if set_cors is not None:
+            set_cors()
         self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
         self.finish(json.dumps(body))  # type: ignore[attr-defined]
 

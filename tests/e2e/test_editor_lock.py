@@ -251,3 +251,29 @@ def test_foreign_or_hostile_lock_changes_nothing(
     if make is _foreign:
         assert "project: editordemo (gateway) → otherdemo (notebook)" in report["first"]["diff"], report
     assert_unchanged(accepting, state, data, envs)
+
+
+def test_page_says_verified_only_while_the_files_match(
+    locks, client_site, tmp_path, launcher, open_client, client_url, artifacts
+):
+    workdir = tmp_path / "launch"
+    home = tmp_path / "home"  # an env of its own: this test edits a file in it
+    with launcher(locks.copy("editordemo", OLD, workdir), home, client_site.origin, workdir) as gw:
+        url = client_url(client_site.origin, connection=gw.connection, code=CODE)
+        clean = open_client(url)
+        assert clean["state"] == "done" and clean["result"] == OLD, clean
+        assert clean["verified_state"] == "verified", clean
+        assert clean["verified"].startswith("verified: "), clean["verified"]
+
+        edited = next(Path(gw.info["env"]).glob("lib/python3.*/site-packages/idna/__init__.py"))
+        edited.write_text(edited.read_text() + "\n# edited in place\n")
+        report = open_client(url, "--rerun", screenshot=artifacts / "browser-client-env-modified.png")
+
+    # The first run still showed the last clean check; its kernel start found the edit.
+    assert report["first"]["state"] == "error", report["first"]
+    assert "409" in report["first"]["status"], report["first"]["status"]
+    assert report["state"] == "error" and report["result"] == "", report
+    assert report["verified_state"] == "modified", report
+    assert report["verified"].startswith("NOT verified: ") and "idna/__init__.py" in report["verified"], (
+        report
+    )

@@ -8,10 +8,12 @@ Chromium counts the page's server as public through `--ip-address-space-override
 from __future__ import annotations
 
 import http.client
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 pytestmark = [pytest.mark.network, pytest.mark.browser]
 
@@ -128,3 +130,21 @@ def test_launch_prints_the_connection_string_the_page_takes(
     assert report["env_state_state"] == "ready", report
     assert report["env_python"].startswith("3.11."), report
     assert f"numpy {quickstart_lock.numpy_version}" in report["env_packages"], report
+
+
+def test_error_answers_reach_the_allowed_origin_only(launched, client_site, foreign_site):
+    """An error answer (here: no such kernel) must reach the page as itself, not as a CORS failure."""
+    answers = {
+        origin: requests.get(
+            f"{launched.url}/api/kernels/{uuid.uuid4()}",
+            headers={"Authorization": f"token {launched.token}", "Origin": origin},
+            timeout=30,
+        )
+        for origin in (client_site.origin, foreign_site.origin)
+    }
+
+    allowed, other = answers[client_site.origin], answers[foreign_site.origin]
+    assert allowed.status_code == other.status_code == 404, (allowed.text, other.text)
+    assert allowed.json()["reason"] == "Not Found"
+    assert allowed.headers.get("Access-Control-Allow-Origin") == client_site.origin, allowed.headers
+    assert "Access-Control-Allow-Origin" not in other.headers, other.headers

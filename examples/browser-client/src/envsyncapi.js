@@ -74,7 +74,7 @@ export function verificationText(state, expected) {
     return { state: 'verified', text: `verified: the env's files match its lock (${v.mode} check, ${v.when})` };
   }
   if (v && v.clean === false) {
-    const files = (v.files || []).map((f) => `${f.path} (${f.problem})`);
+    const files = (v.files || []).map((f) => `${f.path || f.distribution} (${f.problem})`);
     return { state: 'modified', text: `NOT verified: ${files.length} file(s) differ from the lock: ${files.slice(0, 5).join(', ')}` };
   }
   if (state && expected && state.fingerprint === expected) {
