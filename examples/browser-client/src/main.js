@@ -141,6 +141,7 @@ export async function run({ connection, token, expected, manifestText, code, ker
     current = { settings, manifest };
 
     const state = await envState(settings);
+    current.lockUpdates = state ? state['lock-updates'] : '';
     showEnv(state, wanted);
     if (state) await showDiff(settings, manifest, state);
 
@@ -181,8 +182,10 @@ export async function sendPageLock() {
     show('lock-result', 'no notebook manifest to send', 'error');
     return;
   }
-  const { settings, manifest } = current;
-  show('lock-result', 'sending the notebook lock…', 'sending');
+  const { settings, manifest, lockUpdates } = current;
+  // With --lock-updates ask the answer waits for the person at the launch terminal.
+  const waiting = lockUpdates === 'ask' ? ': accept it at the terminal where envsync launch runs' : '…';
+  show('lock-result', `sending the notebook lock${waiting}`, 'sending');
   try {
     const { status, body } = await sendLock(settings, manifest);
     if (status !== 202) {
