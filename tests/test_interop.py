@@ -628,3 +628,28 @@ def test_a_juv_lock_cannot_put_options_or_bad_values_into_the_resolution(
     assert r.code == 1
     assert len(r.errors) == 1 and message in r.errors[0] and "metadata.uv.lock" in r.errors[0]
     assert "envsync" not in json.loads(nb.read_text())["metadata"]
+
+
+def test_export_pep723_into_a_notebook_fills_its_juv_cell_or_adds_one_first(
+    nb_locked: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "plain.ipynb"
+    plain.write_text(json.dumps(json.loads(notebook([code_cell("import alpha")])), indent=1, sort_keys=True) + "\n")
+    r = envsync(capsys, "export", nb_locked, "--format", "pep723", "-o", plain)
+    assert r.code == 0, r.err
+    assert f"note: wrote the `# /// script` block as the first cell of {plain}" in r.notes
+    cells = json.loads(plain.read_text())["cells"]
+    assert len(cells) == 2 and cells[1]["source"] == ["import alpha"]
+    assert cells[0]["cell_type"] == "code" and '#     "alpha",\n' in cells[0]["source"]
+
+    juv_nb = tmp_path / "juv.ipynb"
+    juv_nb.write_text(notebook([code_cell("x = 1\n" + script_block(["old"]) + "y = 2\n"), code_cell("import alpha")]))
+    r = envsync(capsys, "export", nb_locked, "--format", "pep723", "-o", juv_nb)
+    assert r.code == 0, r.err
+    assert f"note: wrote the `# /// script` block into cell 1 of {juv_nb}" in r.notes
+    source = "".join(json.loads(juv_nb.read_text())["cells"][0]["source"])
+    assert source.startswith("x = 1\n# /// script\n") and source.endswith("# ///\ny = 2\n") and '"old"' not in source
+    # What juv reads back is what the manifest declares.
+    r = envsync(capsys, "import", juv_nb, juv_nb, "--python", "3.11")
+    assert r.code == 0, r.err
+    assert fingerprint(juv_nb) == fingerprint(nb_locked)

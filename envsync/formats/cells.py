@@ -7,6 +7,7 @@ manifest must not re-serialise the notebook, so the edit is spliced into the tex
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 
@@ -104,3 +105,18 @@ def remove_cell(raw: str, index: int) -> str:
     if index + 1 < len(items):
         return raw[: items[index].start] + raw[items[index + 1].start :]
     return raw[: items[index - 1].end] + raw[items[index].end :]
+
+
+def insert_first(raw: str, cell: Mapping[str, object]) -> str:
+    """`raw` with `cell` as the first cell, laid out as the notebook lays out its cells."""
+    array, items = _cells(raw)
+    if not items:
+        return raw[: array.start + 1] + json.dumps(cell, ensure_ascii=False, sort_keys=True) + raw[array.start + 1 :]
+    first = items[0].start
+    between = raw[array.start + 1 : first]
+    if "\n" not in between:
+        return raw[:first] + json.dumps(cell, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "," + raw[first:]
+    indent = _indent_of(raw, first)
+    unit = indent[len(_indent_of(raw, array.key_start)) :] or " "
+    text = json.dumps(cell, ensure_ascii=False, sort_keys=True, indent=unit).replace("\n", "\n" + indent)
+    return raw[:first] + text + ",\n" + indent + raw[first:]

@@ -179,6 +179,32 @@ def export_pep723(project: Project) -> tuple[str, list[str]]:
     return text, lost
 
 
+def header_into_notebook(path: Path, block: str) -> str:
+    """Write `block` into the notebook's juv cell (or a new first cell, as juv lays it out); the note."""
+    import functools
+    import secrets
+
+    from envsync.formats import cells, juv
+    from envsync.notebook.file import read_notebook, write_manifest
+
+    nb = read_notebook(path)
+    source = block.rstrip("\n")
+    index = juv.script_cell(nb.data)
+    edit: Callable[[str], str]
+    if index is not None:
+        old = juv.cell_text(nb.data["cells"][index])
+        new = script_with_block(old, source)
+        edit = _guarded(index, old, lambda raw: cells.replace_source(raw, index, new))
+        note = f"wrote the `# /// script` block into cell {index + 1} of {path}"
+    else:
+        cell = {"cell_type": "code", "execution_count": None, "id": secrets.token_hex(4),
+                "metadata": {"jupyter": {"source_hidden": True}}, "outputs": [], "source": source.splitlines(keepends=True)}
+        edit = functools.partial(cells.insert_first, cell=cell)
+        note = f"wrote the `# /// script` block as the first cell of {path}"
+    write_manifest(nb, nb.manifest_data, edit=edit)
+    return note
+
+
 def script_with_block(existing: str | None, block: str) -> str:
     """A script's text with its `# /// script` block replaced (or put first)."""
     import re

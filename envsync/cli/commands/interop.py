@@ -11,6 +11,7 @@ from envsync.cli.app import App
 
 if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
+    from envsync.ops.project import Project
 
 
 def register(sub: Subcommands, common: Parser) -> None:
@@ -22,7 +23,8 @@ def register(sub: Subcommands, common: Parser) -> None:
             "pylock: PEP 751 pylock.toml with each file's URL looked up on the index (uv pip install -r and pip accept it). "
             "requirements: name==version lines with --hash for one platform (default: this machine). "
             "binder: requirements.txt (linux-x86_64, lowest Python) and runtime.txt into the folder -o names. "
-            "pep723: the declared dependencies as a `# /// script` block (with -o x.py, written into that script).")
+            "pep723: the declared dependencies as a `# /// script` block (with -o x.py, written into that script; "
+            "with -o x.ipynb, into its juv cell or a new first cell).")
     p.add_argument("notebook", type=Path)
     p.add_argument("--format", choices=["pylock", "requirements", "binder", "pep723"], default="pylock")
     p.add_argument("--environment", metavar="TARGET", help="platform for --format requirements (default: this machine)")
@@ -60,34 +62,48 @@ def _export(args: argparse.Namespace, app: App) -> int:
     _check_export_options(args)
     proj = project.load(args.notebook)
     if args.format == "pep723":
-        text, lost = interop.export_pep723(proj)
-        if args.output and args.output.suffix == ".py":
-            text = interop.script_with_block(args.output.read_text(encoding="utf-8") if args.output.exists() else None, text)
-    else:
-        lock = project.lock_of(proj)
-        if args.format == "binder":
-            files, lost = interop.binder_files(lock)
-            args.output.mkdir(parents=True, exist_ok=True)
-            for name, body in files.items():
-                atomic_write_text(args.output / name, body)
-            for line in lost:
-                app.warn(line)
-            app.say(f"wrote {esc(args.output / 'requirements.txt')} and {esc(args.output / 'runtime.txt')}")
-            return 0
-        lost = []
-        if args.format == "pylock":
-            # Export looks files up on each package's index: only on indexes this machine allowed.
-            for index in sorted({p.index for p in lock.packages if p.index}):
-                app.settings.require_index_allowed(index)
-            from envsync.formats.pylock import export_pylock
+        return _export_pep723(args, app, proj)
+    lock = project.lock_of(proj)
+    if args.format == "binder":
+        files, lost = interop.binder_files(lock)
+        args.output.mkdir(parents=True, exist_ok=True)
+        for name, body in files.items():
+            atomic_write_text(args.output / name, body)
+        for line in lost:
+            app.warn(line)
+        app.say(f"wrote {esc(args.output / 'requirements.txt')} and {esc(args.output / 'runtime.txt')}")
+        return 0
+    if args.format == "pylock":
+        # Export looks files up on each package's index: only on indexes this machine allowed.
+        for index in sorted({p.index for p in lock.packages if p.index}):
+            app.settings.require_index_allowed(index)
+        from envsync.formats.pylock import export_pylock
 
-            text = export_pylock(lock, dependencies=proj.manifest.dependencies)
-        else:
-            text = interop.requirements_for(lock, environment=args.environment, python=args.python)
-    for line in lost:
-        app.warn(line)
+        text = export_pylock(lock, dependencies=proj.manifest.dependencies)
+    else:
+        text = interop.requirements_for(lock, environment=args.environment, python=args.python)
     if args.output:
         atomic_write_text(args.output, text)
+        app.say(f"wrote {esc(args.output)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _export_pep723(args: argparse.Namespace, app: App, proj: Project) -> int:
+    """The declared dependencies as a `# /// script` block: to stdout, into a script or into a notebook."""
+    from envsync.cli.views.render import esc
+    from envsync.fsutil import atomic_write_text
+    from envsync.ops import interop
+
+    text, lost = interop.export_pep723(proj)
+    for line in lost:
+        app.warn(line)
+    if args.output and args.output.suffix == ".ipynb":
+        app.say(f"note: {esc(interop.header_into_notebook(args.output, text))}")
+    elif args.output:
+        existing = args.output.read_text(encoding="utf-8") if args.output.exists() and args.output.suffix == ".py" else None
+        atomic_write_text(args.output, interop.script_with_block(existing, text))
         app.say(f"wrote {esc(args.output)}")
     else:
         sys.stdout.write(text)
