@@ -5,6 +5,12 @@ held while the env's key is still locked, so `gc` cannot remove it in between, a
 under the project's kernel lock, so two locks of one project never share a name. The run
 is recorded in history at the end, so a caller that wants to say what changed reads
 `history.last_run` first.
+
+Bytecode is compiled after a build, in a process of its own that the sync does not wait
+for (`compile_in_background`): installing with uv's `--compile-bytecode` made the build
+wait for every module of every package, while the first kernel of an env without any
+`.pyc` took about twice as long to answer as one in a pip-made venv. The kernel's own
+imports are compiled first, then the rest at a lower priority.
 """
 
 from __future__ import annotations
@@ -15,15 +21,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envsync import proc
 from envsync.env import drift, history, store
+from envsync.env.installers import env_python
 from envsync.env.sync import Phase as Phase
 from envsync.env.sync import Progress as Progress
 from envsync.env.sync import ProgressEvent as ProgressEvent
 from envsync.env.sync import prepare
+from envsync.errors import EnvsyncError
 from envsync.jupyter import kernelspecs
 from envsync.lock.model import Lock
 from envsync.rules import check_project
 from envsync.settings import Settings
+
+# The compile gives up after this long (it ends itself: nothing waits for it).
+COMPILE_DEADLINE = 900
+KERNEL_PACKAGE = "ipykernel"
+
+# Run by the env's own interpreter in isolated mode, so PYTHONDONTWRITEBYTECODE and the
+# like do not apply: importing what a kernel start imports writes exactly those `.pyc`
+# files first; compileall then covers every other module at a lower priority.
+_COMPILE = """\
+import compileall, os, signal, sys, sysconfig
+signal.alarm(int(sys.argv[1]))
+try:
+    import ipykernel.kernelapp
+except Exception:
+    pass
+os.nice(10)
+for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
+    compileall.compile_dir(folder, quiet=2, workers=0)
+"""
+
+# Kept so the finished processes are reaped and no Popen is collected while running.
+_compiling: list[proc.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,9 @@ def sync(
         if held is not None:
             held.release()
         raise
+    packages = drift.expected(lock, rec.marker_env)
+    if ready.installer_ran and KERNEL_PACKAGE in packages:
+        compile_in_background(rec.path)
     return SyncResult(
         env=rec.path,
         key=rec.key,
@@ -122,7 +156,22 @@ def sync(
         repaired=ready.repaired,
         drift=ready.drift,
         backend=rec.backend,
-        packages=len(drift.expected(lock, rec.marker_env)),
+        packages=len(packages),
         seconds=time.perf_counter() - start,
         hold=held,
     )
+
+
+def compile_in_background(env: Path) -> None:
+    """Start compiling the env's modules to bytecode, without waiting; a failure costs only speed."""
+    _compiling[:] = [p for p in _compiling if p.poll() is None]
+    try:
+        started = proc.spawn(
+            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE)],
+            env=proc.clean_env(),
+            stdout=proc.DEVNULL,
+            stderr=proc.DEVNULL,
+        )
+    except EnvsyncError:
+        return
+    _compiling.append(started)

@@ -4,10 +4,11 @@ Installing from pylock.toml is experimental in uv and re-downloaded every wheel 
 measurement; a hashed requirements file reuses uv's cache.
 
 Choices made deliberately here:
-- Bytecode is not compiled at install (`--compile-bytecode` off). Compiling a 49-package
-  data stack turns a ~1.5 s build into ~40 s, on every build of every lock; without it
-  the first import of each module writes its `__pycache__` once, so only the first
-  kernel start of a new env pays (seconds, once), and envs never used pay nothing.
+- Bytecode is not compiled at install (`--compile-bytecode` off): the build would wait
+  for every module of every package (about 12,000 files for the reference data stack,
+  tens of seconds of CPU). `envsync.ops.sync` compiles a new env in a background process
+  instead, the kernel's own imports first, so the first kernel finds most `.pyc` files
+  written without the build waiting for them.
 - `--link-mode copy` (clone on macOS): every env owns its files. With hard links (uv's
   choice on Linux, and what uv 0.13's `clone` falls back to where the filesystem has no
   reflinks: an env's `six.py` had the inode of uv's cached copy on ext4 here), an
@@ -15,7 +16,7 @@ Choices made deliberately here:
   does not notice (uv hashes a wheel when it downloads it, not when it reuses its
   unpacked copy). `envsync.env.files.verify` also gives any file still hard-linked
   elsewhere a copy of its own, so the rule holds whatever uv falls back to.
-  Measured with `benchmarks/bench_sync.py` (43 distributions, 11,847 files, CPython
+  Measured with the benchmark harness (`python -m benchmarks`; 43 distributions, 11,847 files, CPython
   3.11, ext4, 2 busy cores, medians of 5): `uv venv` + `uv pip sync` takes 1.00 s with
   hard links and 4.53 s with copies (4.5x); the env takes 2 MB of disk of its own
   with hard links and 260 MB with copies. An envsync build also hashes every file
