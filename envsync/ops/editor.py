@@ -117,8 +117,17 @@ class EditorControl:
 
     @classmethod
     def serving(
-        cls, *, settings: Settings, notebook: Path, project: str, kernel_name: str, lock: Lock,
-        env: Path, checked: drift.DriftReport, policy: LockUpdates, backend: str | None,
+        cls,
+        *,
+        settings: Settings,
+        notebook: Path,
+        project: str,
+        kernel_name: str,
+        lock: Lock,
+        env: Path,
+        checked: drift.DriftReport,
+        policy: LockUpdates,
+        backend: str | None,
     ) -> EditorControl:
         """The control for a launch that serves `lock` from the env at `env`."""
         record = store.read_ready(env)
