@@ -96,25 +96,27 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
 def read_requirements_file(path: Path) -> Imported:
     """A requirements.txt with its -r/-c includes (relative to the including file), hashes and index."""
     out = Imported(kind="requirements")
-    _read_into(path, out, stack=(), constraint=False)
+    _read_into(path, out, seen=set(), constraint=False)
     return out
 
 
-def _read_into(path: Path, out: Imported, *, stack: tuple[Path, ...], constraint: bool) -> None:
+def _read_into(path: Path, out: Imported, *, seen: set[Path], constraint: bool) -> None:
     real = path.resolve()
-    if real in stack:
-        out.notes.append(f"{path}: included again through a loop: read once")
+    if real in seen:
+        # A loop, or two files including the same third: each file is read once.
+        out.notes.append(f"{path}: included again: read once")
         return
+    seen.add(real)
     for n, line in logical_lines(read_text(path)):
         where = f"{path}:{n}"
         tokens = line.split()
         if tokens[0].startswith("-"):
-            _option(tokens, path, where, out, stack=(*stack, real), constraint=constraint)
+            _option(tokens, path, where, out, seen=seen, constraint=constraint)
         else:
             _requirement(tokens, where, out, constraint=constraint)
 
 
-def _option(tokens: list[str], path: Path, where: str, out: Imported, *, stack: tuple[Path, ...], constraint: bool) -> None:
+def _option(tokens: list[str], path: Path, where: str, out: Imported, *, seen: set[Path], constraint: bool) -> None:
     opt, _, value = tokens[0].partition("=")
     if opt in _FLAGS_NOTED:
         out.notes.append(f"{where}: {opt} is not taken")
@@ -126,7 +128,10 @@ def _option(tokens: list[str], path: Path, where: str, out: Imported, *, stack: 
     if not value:
         raise EnvsyncError(f"{where}: {opt} needs a value")
     if kind in ("requirement", "constraint"):
-        _read_into(path.parent / value, out, stack=stack, constraint=constraint or kind == "constraint")
+        included = path.parent / value
+        if not included.is_file():
+            raise EnvsyncError(f"{where}: {opt} {rules.shown(value)!r}: no such file (relative to {path.parent})")
+        _read_into(included, out, seen=seen, constraint=constraint or kind == "constraint")
     elif kind == "index-url":
         if not rules.is_index_url(value):
             raise EnvsyncError(f"{where}: index {rules.shown(value)!r} is not an http(s) URL")
@@ -160,7 +165,9 @@ def _requirement(tokens: list[str], where: str, out: Imported, *, constraint: bo
             raise EnvsyncError(f"{where}: only sha256 hashes are kept, not {rules.shown(bad[0])!r}")
         pinned = [s.version for s in req.specifier if s.operator == "=="]
         out.hashes[canonicalize_name(req.name)] = (pinned[0] if pinned else "", frozenset(h[7:] for h in hashes), where)
-    (out.constraints if constraint else out.dependencies).append(str(req))
+    into = out.constraints if constraint else out.dependencies
+    if str(req) not in into:
+        into.append(str(req))
 
 
 def check_hashes(imported: Imported, lock: Lock) -> None:
