@@ -692,3 +692,61 @@ def test_the_control_socket_is_private_and_survives_a_malformed_request() -> Non
     finally:
         server.close()
     assert not server.folder.exists()
+
+
+# --- consent, in-process ----------------------------------------------------------------------
+
+
+def test_consent_unanswered_in_time_is_a_refusal_and_an_answer_from_the_hook_starts_the_build(
+    nb: Path, own_env: dict[str, str], own_home: Path, theirs: dict[str, Any], kernel_index: LocalIndex
+) -> None:
+    from envsync.ops import project
+    from envsync.ops.consent import LockUpdateAsked, LockUpdateReady, LockUpdates
+    from envsync.ops.editor import EditorControl
+    from envsync.ops.sync import sync
+    from envsync.settings import Settings
+
+    settings = Settings(home=own_home, allowed_indexes=(kernel_index.url,))
+    lock = project.lock_of(project.load(nb))
+    result = sync(lock=lock, project="sales", notebook=nb, settings=settings)
+    editor = EditorControl.serving(
+        settings=settings,
+        notebook=nb,
+        project="sales",
+        kernel_name=result.kernel_name,
+        lock=lock,
+        env=result.env,
+        checked=result.drift,
+        policy=LockUpdates.ASK,
+        backend=None,
+    )
+    editor.consent_timeout = 0.3
+    before = nb.read_bytes()
+    try:
+        status, body = editor.handle({"op": "lock", "manifest": theirs})
+        assert status == 403 and "within" in body["message"], body
+        asked = [e for e in editor.events() if isinstance(e, LockUpdateAsked)]
+        assert len(asked) == 1 and asked[0].request.wait() is False  # a late answer changes nothing
+        assert nb.read_bytes() == before and editor.state_body()["state"] == "ready"
+
+        editor.consent_timeout = 30.0
+        answers: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        t = threading.Thread(target=lambda: answers.put(editor.handle({"op": "lock", "manifest": theirs})))
+        t.start()
+        def answer_yes() -> bool:
+            pending = [e for e in editor.events() if isinstance(e, LockUpdateAsked)]
+            for event in pending:
+                event.request.answer(True)  # what the CLI does when the user types y
+            return bool(pending)
+
+        assert wait_until(answer_yes, 10)
+        t.join(30)
+        status, body = answers.get(timeout=5)
+        assert status == 202, body
+        served = body["fingerprint"]
+        assert wait_until(lambda: editor.state_body()["fingerprint"] == served, BUILD_TIMEOUT)
+        assert editor.state_body()["state"] == "ready"
+        assert any(isinstance(e, LockUpdateReady) for e in editor.events())
+        assert manifest_of(nb) == theirs
+    finally:
+        editor.close()

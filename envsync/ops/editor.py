@@ -103,6 +103,7 @@ class EditorControl:
     checked: drift.DriftReport
     policy: LockUpdates = LockUpdates.REFUSE
     backend: str | None = None
+    consent_timeout: float = CONSENT_TIMEOUT
     state: EnvState = EnvState.READY
     progress: dict[str, Any] | None = None
     error: str | None = None
@@ -245,7 +246,7 @@ class EditorControl:
     def _consent(self, d: LockDiff) -> None:
         if self.policy == LockUpdates.ACCEPT:
             return
-        ask = ConsentRequest(self.project, d)
+        ask = ConsentRequest(self.project, d, timeout=self.consent_timeout)
         with self._lock:
             self._consents.append(ask)
             self._events.append(LockUpdateAsked(ask))
@@ -254,7 +255,9 @@ class EditorControl:
         with self._lock:
             self._consents.remove(ask)
         if answer is None:
-            raise Refused(403, f"nobody accepted the lock update at the launch terminal within {CONSENT_TIMEOUT:.0f} s")
+            raise Refused(
+                403, f"nobody accepted the lock update at the launch terminal within {self.consent_timeout:.0f} s"
+            )
         if not answer:
             raise Refused(403, "the lock update was declined at the launch terminal")
 
