@@ -10,7 +10,9 @@ Bytecode is compiled after a build, in a process of its own that the sync does n
 for (`compile_in_background`): installing with uv's `--compile-bytecode` made the build
 wait for every module of every package, while the first kernel of an env without any
 `.pyc` took about twice as long to answer as one in a pip-made venv. The kernel's own
-imports are compiled first, then the rest at a lower priority.
+imports are compiled first, then the rest at a lower priority. When a gateway is about
+to serve the env (`hold`, as `launch` asks), the kernel's imports are compiled before
+the sync returns (about a second on a new env), so its first kernel does not race them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ os.nice(10)
 for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
     compileall.compile_dir(folder, quiet=2, workers=0)
 """
+
+# What a kernel start imports, compiled by importing it (isolated mode: bytecode is written).
+_KERNEL_IMPORTS = "import ipykernel.kernelapp"
+KERNEL_IMPORTS_DEADLINE = 120.0
 
 # Kept so the finished processes are reaped and no Popen is collected while running.
 _compiling: list[proc.Popen[bytes]] = []
@@ -144,6 +150,8 @@ def sync(
         raise
     packages = drift.expected(lock, rec.marker_env)
     if ready.installer_ran and KERNEL_PACKAGE in packages:
+        if held is not None:
+            compile_kernel_imports(rec.path)
         compile_in_background(rec.path)
     return SyncResult(
         env=rec.path,
@@ -175,3 +183,16 @@ def compile_in_background(env: Path) -> None:
     except EnvsyncError:
         return
     _compiling.append(started)
+
+
+def compile_kernel_imports(env: Path) -> None:
+    """Write the `.pyc` files of what a kernel start imports, waiting for it; a failure costs only speed."""
+    try:
+        proc.run(
+            [env_python(env), "-I", "-c", _KERNEL_IMPORTS],
+            env=proc.clean_env(),
+            timeout=KERNEL_IMPORTS_DEADLINE,
+            check=False,
+        )
+    except EnvsyncError:
+        return
