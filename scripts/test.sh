@@ -9,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[test,dev]"
+"$VENV/bin/python" -m pip install --quiet -e ".[test,dev,bench]"
 
 # Browser end-to-end tests: Debian's Chromium, and the Node packages of the example client.
 if [ ! -x /usr/bin/chromium ]; then

@@ -1,0 +1,94 @@
+"""Where an envsync row is slower than a peer's: the reason and what would close the gap, for the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (scenario, envsync row, peer row) -> why, and what would close it.
+WHY: dict[tuple[str, str, str], str] = {
+    ("build", "envsync_sync", "uv_hardlink"): (
+        "envsync copies every file into the env (`--link-mode copy`) and then hashes each against its "
+        "wheel's RECORD, so an edit in one env can never reach uv's cache or another env. Hard links cost "
+        "no copying and no disk. Closing it: reflinks (`--link-mode clone`) on a filesystem that has them "
+        "(btrfs, XFS, APFS) copy in constant time; on ext4 the copy is the price of owning the files."),
+    ("build", "envsync_sync", "uv_copy"): (
+        "beyond uv's own copying install, envsync hashes every installed file against RECORD (the "
+        "integrity check `envsync check --deep` relies on), writes the file record, the ready marker, "
+        "the kernelspec and the history record (each fsynced), and starts its own process. Closing it: "
+        "hashing while uv copies (files as they land) instead of after, or hashing in a process pool."),
+    ("build", "envsync_sync", "juv_venv"): (
+        "`juv venv` takes uv's hard links and checks no file: see the row against uv's hard links."),
+    ("build", "envsync_sync_pip", "pip_no_bytecode"): (
+        "the pip backend runs pip, then hashes every file against RECORD as the uv backend does."),
+    ("commands", "envsync_check", "envsync_help"): (
+        "`check` imports the lock model, the store and packaging's markers (about 60-90 ms of imports "
+        "`--help` never needs) and stats every recorded file (about 12,000 here, 50-60 ms: the loop is "
+        "bound by the stat calls). Closing it: a lighter import path for `check` (the lock model without "
+        "packaging's specifier machinery), and stats spread over threads while the imports run."),
+    ("commands", "envsync_sync_reuse", "envsync_help"): (
+        "`sync` on a built env does the same file check as `check`, then writes the kernelspec and the "
+        "history record (fsynced). Closing it: as for `check`, and skipping writes whose content is unchanged."),
+    ("commands", "envsync_check", "pip_freeze"): (
+        "`envsync check` compares every file's size and mtime too, where `pip freeze` reads names and "
+        "versions only."),
+    ("commands", "envsync_check", "pip_check"): (
+        "`envsync check` compares every file's size and mtime too, where `pip check` reads dependency "
+        "metadata only."),
+    ("kernels", "envsync_first", "pip_first"): (
+        "pip compiles every module to bytecode while installing; envsync builds without it and compiles "
+        "in a background process after the build, the kernel's own imports first. A kernel started before "
+        "that part is done compiles what it imports itself. Closing it: compiling the kernel's imports "
+        "before the env is marked ready (about 1 s of CPU on the build)."),
+    ("kernels", "envsync_later", "pip_later"): (
+        "a later kernel is the same in both envs; a gap here comes from envsync's gateway (its guard and "
+        "policy checks on each request) and from noise."),
+    ("launch", "envsync_launch", "marimo_sandbox"): (
+        "marimo's editor server answers `GET /` before any kernel process exists; envsync's launch checks "
+        "the env against its lock first (every file's size and mtime) and starts Kernel Gateway, whose "
+        "imports (tornado, jupyter_server) are most of its start."),
+    ("launch", "envsync_launch", "juv_run"): (
+        "juv starts JupyterLab through `uv run`, with uv's hard links; envsync checks the env's files and "
+        "starts Kernel Gateway."),
+    ("launch", "envsync_launch", "kernelgateway"): (
+        "a bare Kernel Gateway serves its own interpreter's kernel; envsync reads and checks the "
+        "manifest, checks the env and writes a kernelspec first."),
+    ("launch", "envsync_launch", "python_m_kernel_gateway"): (
+        "as for `jupyter kernelgateway`: the same server without the `jupyter` launcher."),
+}
+
+SUBJECTS = {
+    "build": ("envsync_sync", "envsync_sync_pip"),
+    "commands": ("envsync_check", "envsync_sync_reuse"),
+    "kernels": ("envsync_first", "envsync_later"),
+    "launch": ("envsync_launch",),
+}
+PEERS = {
+    "build": ("uv_copy", "uv_hardlink", "juv_venv", "pip_bytecode", "pip_no_bytecode"),
+    "commands": ("envsync_help", "pip_freeze", "pip_check"),
+    "kernels": ("pip_first", "pip_later"),
+    "launch": ("kernelgateway", "python_m_kernel_gateway", "juv_run", "marimo_sandbox"),
+}
+SAME_SIDE = {("kernels", "envsync_first"): "pip_first", ("kernels", "envsync_later"): "pip_later"}
+
+
+def slower(result: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """One paragraph per envsync row that a peer beats in this run (envsync --help is a floor, not a peer)."""
+    out: list[str] = []
+    for scenario, subjects in SUBJECTS.items():
+        for subject in subjects:
+            mine = rows.get((scenario, subject))
+            if mine is None:
+                continue
+            peers = PEERS[scenario]
+            if (scenario, subject) in SAME_SIDE:
+                peers = (SAME_SIDE[(scenario, subject)],)
+            for peer in peers:
+                theirs = rows.get((scenario, peer))
+                if theirs is None or theirs["median_s"] >= mine["median_s"]:
+                    continue
+                ratio = mine["median_s"] / theirs["median_s"]
+                why = WHY.get((scenario, subject, peer), "no explanation recorded for this pair yet.")
+                out.append(f"- **{mine['label']}** is {ratio:.2f}× **{theirs['label']}**: {why}")
+    if not out:
+        out.append("In this run, no envsync row was slower than a peer's.")
+    return [*out, ""]

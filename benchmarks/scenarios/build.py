@@ -1,0 +1,120 @@
+"""First build of the reference lock with a warm cache, as whole processes, against uv, juv and pip.
+
+Each round deletes the env envsync built and builds every variant once, in alternating
+order; uv's and pip's caches were warmed by one unmeasured round. The pip venvs (with
+bytecode, pip's default) are kept for the kernels scenario.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks import reference
+from benchmarks.common import BIN, Series, dir_bytes, log, run_timed, timed, uv_bin
+from benchmarks.context import Context, settle
+from envsync.settings import DEFAULT_INDEX
+
+WHY_COPIES = (
+    "Why copies: uv 0.13 on Linux hard-links files from its cache, and `--link-mode clone` falls back to "
+    "hard links where the filesystem has no reflinks (on ext4 an env's file had the inode of uv's cached "
+    "copy). With hard links, an edit in one env is an edit of uv's cache and of every env built from it. "
+    "The price is the copying and the disk (the `uv_copy_own_mb` and `uv_hardlink_own_mb` figures): see "
+    "`envsync/env/installers/uv.py`."
+)
+
+
+def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
+    """`python -m venv` + `pip install --require-hashes` of the reference pins; seconds."""
+    shutil.rmtree(dest, ignore_errors=True)
+    env = ctx.env()
+
+    def go() -> None:
+        run_timed([ctx.ref.interp.path, "-m", "venv", dest], env=env)
+        run_timed([dest / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                   "--require-hashes", "--index-url", DEFAULT_INDEX, *([] if compile_bytecode else ["--no-compile"]),
+                   "-r", ctx.ref.requirements], env=env)
+
+    return timed(go)
+
+
+def uv_venv(ctx: Context, dest: Path, link: str | None) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    env, uv = ctx.env(), uv_bin()
+
+    def go() -> None:
+        run_timed([uv, "venv", "--no-config", "--quiet", "--python", ctx.ref.interp.path, dest], env=env)
+        run_timed([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes", "--python", dest / "bin" / "python",
+                   "--index-url", DEFAULT_INDEX, *(["--link-mode", link] if link else []), ctx.ref.requirements],
+                  env=env)
+
+    return timed(go)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    ref = ctx.ref
+    juv_nb = reference.juv_notebook(ctx.work / "juv-build.ipynb")
+    juv = ctx.tool("juv")
+    out = ctx.work / "build"
+    out.mkdir(exist_ok=True)
+    count = {"n": 0}
+
+    compiles: list[float] = []
+
+    def envsync_sync(*extra: str) -> float:
+        ctx.delete_ref_envs()
+        took = run_timed([BIN / "envsync", "sync", ref.notebook, *extra], env=ctx.env())
+        # The bytecode compile it leaves running must not slow the next measure down.
+        compiles.append(settle(ctx.home))
+        return took
+
+    def juv_venv() -> float:
+        dest = out / "juv"
+        shutil.rmtree(dest, ignore_errors=True)
+        return run_timed([juv, "venv", "--from", juv_nb, dest], env=ctx.env(), cwd=ctx.work)
+
+    def pip_with_bytecode() -> float:
+        count["n"] += 1
+        return pip_venv(ctx, out / f"pip-{count['n']}", compile_bytecode=True)
+
+    variants = {
+        "envsync_sync": envsync_sync,
+        "uv_copy": lambda: uv_venv(ctx, out / "uv-copy", "copy"),
+        "uv_hardlink": lambda: uv_venv(ctx, out / "uv-hardlink", "hardlink"),
+        "juv_venv": juv_venv,
+        "pip_bytecode": pip_with_bytecode,
+        "pip_no_bytecode": lambda: pip_venv(ctx, out / "pip-nc", compile_bytecode=False),
+        "envsync_sync_pip": lambda: envsync_sync("--backend", "pip"),
+    }
+    if ctx.quick:  # pip builds take tens of seconds each: the quick run keeps one of them
+        for slow in ("pip_no_bytecode", "envsync_sync_pip"):
+            variants.pop(slow)
+    log(f"build: {ref.installed} distributions, first build with a warm cache")
+    series = Series()
+    series.alternate(variants, ctx.reps, warmup=not ctx.quick)
+    ctx.delete_ref_envs()
+    ctx.envsync("sync", ref.notebook)  # leave the reference env in place for the scenarios after this one
+    labels = {
+        "envsync_sync": "`envsync sync NB` (whole process; copies, RECORD check)",
+        "uv_copy": "`uv venv` + `uv pip sync --require-hashes --link-mode copy`",
+        "uv_hardlink": "`uv venv` + `uv pip sync --require-hashes` (uv's default: hard links)",
+        "juv_venv": "`juv venv --from NB` (resolves, then uv's hard links)",
+        "pip_bytecode": "`python -m venv` + `pip install --require-hashes` (compiles bytecode)",
+        "pip_no_bytecode": "`python -m venv` + `pip install --require-hashes --no-compile`",
+        "envsync_sync_pip": "`envsync sync NB --backend pip`",
+    }
+    disk = {
+        "uv_copy_own_mb": dir_bytes(out / "uv-copy", own_only=True) / 1e6,
+        "uv_hardlink_own_mb": dir_bytes(out / "uv-hardlink", own_only=True) / 1e6,
+    }
+    return {
+        "title": f"First build of the reference lock ({ref.installed} distributions), warm cache",
+        "anchor": "uv_copy",
+        "subject": "envsync_sync",
+        "rows": [series.row(k, labels[k]) for k in variants],
+        "figures": {"distributions": ref.installed, "locked": len(ref.lock.packages), **disk,
+                    "background_compile_s_median": statistics.median(compiles) if compiles else None},
+        "notes": [__doc__.split("\n\n", 1)[1].strip(), WHY_COPIES],
+    }
