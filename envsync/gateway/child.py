@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from envsync.gateway import logs, policy
 
-    policy.install_log_redaction(token)
+    logs.install_log_redaction(token)
     raise_open_files_limit()
     loop = ensure_event_loop()
     # Read before the app exists: the kernel manager is configured with what it says.

@@ -4,7 +4,8 @@ The parent opens the log file and hands it to the child as stdout and stderr. In
 `install` routes every logging handler and `sys.stdout`/`sys.stderr` through one
 `CappedLog`, which keeps the file under its cap by dropping the oldest half when a write
 would cross it, and puts a `RepeatFilter` on each handler so that a flood of alike
-requests or tracebacks costs one line and a count, not megabytes.
+requests or tracebacks costs one line and a count, not megabytes. `install_log_redaction`
+keeps the token out of every line.
 """
 
 from __future__ import annotations
@@ -17,12 +18,42 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 # Numbers, hex ids and durations differ from one request to the next; the rest of a line
 # says what happened.
 _VARYING = re.compile(r"[0-9a-fA-F]{8,}|\d+")
 _SHAPE_CHARS = 160
 _MAX_KEYS = 512
+_TOKEN_PARAM = re.compile(r"(?i)([?&;]token=)[^&;\s#\"']*")
+
+
+def redact(text: str, token: str) -> str:
+    """Replace the token, and any `token=` query value, with `[secret]`."""
+    if token:
+        text = text.replace(token, "[secret]")
+    return _TOKEN_PARAM.sub(r"\1[secret]", text)
+
+
+def install_log_redaction(token: str) -> None:
+    """Redact every log record of this process when it is made, whoever logs it."""
+    # A record factory sees all records (tornado.access, the app's own logger, tracebacks'
+    # messages) before any handler formats them; a handler filter would miss handlers
+    # that are added later.
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError, KeyError):  # a bad format is the logger's problem
+            return record
+        cleaned = redact(message, token)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def shape(message: str) -> str:

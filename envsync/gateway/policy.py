@@ -6,17 +6,19 @@ tornado). What each piece adds to Kernel Gateway 3.0.1:
   project's kernel can start;
 - `EnvsyncKernelManager`: kernels get the pass-through environment only (KG would hand them
   its whole environment), start inside the root dir (symlinks resolved), get a server-made
-  id, never exceed `max_kernels`, start only from a kernelspec that still names the served
-  env and fingerprint, and die with the gateway;
+  id, never exceed `max_kernels`, start or restart only from a kernelspec that still names
+  the served env and fingerprint (asked of the launch process, which checks the env's
+  files first and may have switched the env for an editor's lock), and die with the gateway;
 - `EnvsyncIdentityProvider`: `guard.TokenCheck` decides (a bare CORS preflight passes
   without a token), and no cookie stands in for the token;
 - `ForeignHostHandler`: a loopback bind refuses foreign Host headers (KG turns
   jupyter_server's check off);
-- `CorsForAllowedOrigin`: CORS headers go only to the configured origin;
-- `install_log_redaction`: the token never reaches a log line;
+- `CorsForAllowedOrigin`: CORS headers, and Private Network Access's grant on a
+  preflight, go only to the configured origin;
 - `EnvsyncGatewayApp`: no config files, SIGINT behaves like SIGTERM (kernels are shut
-  down, then the process exits), `guard.GuardedHTTPServer` in front, and every handler
-  rebuilt by `handlers.harden`.
+  down, then the process exits), `guard.GuardedHTTPServer` in front, every handler
+  rebuilt by `handlers.harden`, and the editor API (`editor.ROUTES`) when the launch
+  process gave a control socket.
 """
 
 from __future__ import annotations
@@ -46,35 +48,6 @@ from envsync.proc import parent_death_hook
 
 # Loopback names a browser may send as Host for a loopback bind.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-_TOKEN_PARAM = re.compile(r"(?i)([?&;]token=)[^&;\s#\"']*")
-
-
-def redact(text: str, token: str) -> str:
-    """Replace the token, and any `token=` query value, with `[secret]`."""
-    if token:
-        text = text.replace(token, "[secret]")
-    return _TOKEN_PARAM.sub(r"\1[secret]", text)
-
-
-def install_log_redaction(token: str) -> None:
-    """Redact every log record of this process when it is made, whoever logs it."""
-    # A record factory sees all records (tornado.access, the app's own logger, tracebacks'
-    # messages) before any handler formats them; a handler filter would miss handlers
-    # that are added later.
-    make = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = make(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError, KeyError):  # a bad format is the logger's problem
-            return record
-        cleaned = redact(message, token)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return record
-
-    logging.setLogRecordFactory(factory)
 
 
 def host_pattern(bound_ip: str) -> str:
