@@ -407,6 +407,9 @@ def test_accepted_lock_is_built_then_served_to_new_and_restarted_kernels_and_sav
         assert state["fingerprint"] == new_fp, state
         assert {"name": "alpha", "version": "1.0.0"} in state["packages"]
         assert state["verification"]["clean"] is True
+        status = envsync(env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert [g["fingerprint"] for g in json.loads(status.stdout) if g["pid"] == launch.pid] == [new_fp]
 
         new_kernel = start_kernel(launch)
         assert alpha_in(launch, new_kernel) == "1.0.0"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,16 @@ def record(
     data = {"version": RECORD_VERSION, **asdict(rec)}
     atomic_write_text(_path(directory, rec.port), json.dumps(data, indent=2) + "\n", mode=0o600)
     return rec
+
+
+def serving(settings: Settings, port: int, fingerprint: str) -> None:
+    """Note that the gateway on `port` now serves the lock `fingerprint` (an editor's lock update)."""
+    path = _path(settings.runtime_dir, port)
+    rec = _read(path)
+    if rec is None:
+        return
+    data = {"version": RECORD_VERSION, **asdict(replace(rec, fingerprint=fingerprint))}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
 def running(settings: Settings) -> list[GatewayRecord]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +105,7 @@ class EditorControl:
     policy: LockUpdates = LockUpdates.REFUSE
     backend: str | None = None
     consent_timeout: float = CONSENT_TIMEOUT
+    on_switch: Callable[[str], None] | None = None  # told each new fingerprint once it is served
     state: EnvState = EnvState.READY
     progress: dict[str, Any] | None = None
     error: str | None = None
@@ -295,6 +297,8 @@ class EditorControl:
                 hold.release()
                 raise
             history.record_run(self.settings, project=self.project, lock=lock, notebook=str(self.notebook))
+            if self.on_switch is not None:
+                self.on_switch(lock.fingerprint)
         except Exception as exc:  # noqa: BLE001 - any failure is the build's state, shown to the editor
             message = exc.message if isinstance(exc, EnvsyncError) else f"{type(exc).__name__}: {exc}"
             with self._lock:

@@ -18,6 +18,7 @@ any server, so it stays out of logs and Referer headers); the editor sends it ba
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ def launch(
         stack.callback(process.stop, gw)
         registry.record(settings, gw, notebook=notebook, project=project, fingerprint=pre.lock.fingerprint)
         stack.callback(registry.forget, settings, gw.port)
+        editor.on_switch = functools.partial(registry.serving, settings, gw.port)
         yield LaunchInfo(
             url=gw.url,
             token=gw.token,
