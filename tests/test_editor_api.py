@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from envsync.notebook.file import splice_manifest
-from tests.manifests import manifest_of, refresh_fingerprint
+from tests.manifests import manifest_of, refresh_fingerprint, tamper_first_hash
 from tests.support.gateway_client import connect, execute
 from tests.support.processes import alive, children_of, free_port
 from tests.support.wait import wait_until
@@ -556,7 +556,7 @@ def test_a_build_shows_progress_turns_a_second_update_away_and_a_failure_keeps_t
 # --- what is refused ---------------------------------------------------------------------------
 
 
-def hostile(theirs: dict[str, Any]) -> dict[str, tuple[Any, int, str]]:
+def hostile(theirs: dict[str, Any], served: dict[str, Any]) -> dict[str, tuple[Any, int, str]]:
     """Bodies an editor (or a page that stole the token) might send: (body, status, words in the message)."""
     def edited(change: Any) -> dict[str, Any]:
         m = json.loads(json.dumps(theirs))
@@ -584,7 +584,12 @@ def hostile(theirs: dict[str, Any]) -> dict[str, tuple[Any, int, str]]:
     def other_project(m: dict[str, Any]) -> None:
         m["project"] = "payroll"
 
+    rehashed = json.loads(json.dumps(served))
+    tamper_first_hash(rehashed, "alpha")
+    refresh_fingerprint(rehashed)
+
     return {
+        "same version, other hashes": ({"manifest": rehashed}, 403, "other file hashes"),
         "url dependency": (edited(url_dependency), 400, "alpha"),
         "index not allowed": (edited(foreign_index), 400, "not allowed"),
         "tampered fingerprint": (edited(tampered), 400, "fingerprint"),
@@ -603,7 +608,7 @@ def test_hostile_or_foreign_manifests_are_refused_and_nothing_changes(
     with launching(nb, own_env, "--lock-updates", "accept") as launch:
         envs = envs_of(own_home)
         fingerprint = launch.state()["fingerprint"]
-        for name, (body, status, words) in hostile(theirs).items():
+        for name, (body, status, words) in hostile(theirs, manifest_of(nb)).items():
             message = refused(launch.post("/api/envsync/lock", body), status)
             assert words in message, (name, message)
             if name != "foreign project":

@@ -160,12 +160,8 @@ class EditorControl:
         try:
             if op == "state":
                 return 200, self.state_body()
-            if op == "diff":
-                return self._diff(request)
-            if op == "lock":
-                return self._update(request)
-            if op == "kernel-start":
-                return self._kernel_start()
+            if op in ("diff", "lock", "kernel-start"):
+                return {"diff": self._diff, "lock": self._update, "kernel-start": self._kernel_start}[op](request)
             return 400, {"message": f"unknown control request {str(op)[:40]!r}"}
         except Refused as exc:
             return exc.status, {"message": exc.message}
@@ -247,6 +243,10 @@ class EditorControl:
 
     def _consent(self, d: LockDiff) -> None:
         if self.policy == LockUpdates.ACCEPT:
+            if d.hash_changes:  # as at launch (--yes): a person must look at this one
+                names = ", ".join(c.name for c in d.hash_changes)
+                message = f"{names}: same version, other file hashes (a tampered lock?); only `ask` takes it"
+                raise Refused(403, message)
             return
         ask = ConsentRequest(self.project, d, timeout=self.consent_timeout)
         with self._lock:
@@ -263,7 +263,7 @@ class EditorControl:
         if not answer:
             raise Refused(403, "the lock update was declined at the launch terminal")
 
-    def _kernel_start(self) -> Answer:
+    def _kernel_start(self, _request: dict[str, Any]) -> Answer:
         with self._lock:
             lock, rec = self.served.lock, self.served.record
         report = drift.check(rec, lock)
