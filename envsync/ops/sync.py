@@ -10,7 +10,7 @@ Bytecode is compiled after a build, in a process of its own that the sync does n
 for (`compile_in_background`): installing with uv's `--compile-bytecode` made the build
 wait for every module of every package, while the first kernel of an env without any
 `.pyc` took about twice as long to answer as one in a pip-made venv. The kernel's own
-imports are compiled first, then the rest at a lower priority. When a gateway is about
+imports are compiled first, then the rest only when a CPU is idle. When a gateway is about
 to serve the env (`hold`, as `launch` asks), the kernel's imports are compiled before
 the sync returns (about a second on a new env), so its first kernel does not race them.
 """
@@ -42,7 +42,8 @@ KERNEL_PACKAGE = "ipykernel"
 
 # Run by the env's own interpreter in isolated mode, so PYTHONDONTWRITEBYTECODE and the
 # like do not apply: importing what a kernel start imports writes exactly those `.pyc`
-# files first; compileall then covers every other module at a lower priority.
+# files first; compileall then covers every other module only when a CPU is idle
+# (SCHED_IDLE on Linux, else the lowest priority), so a kernel started meanwhile does not wait.
 _COMPILE = """\
 import compileall, os, signal, sys, sysconfig
 signal.alarm(int(sys.argv[1]))
@@ -50,9 +51,12 @@ try:
     import ipykernel.kernelapp
 except Exception:
     pass
-os.nice(10)
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    os.nice(19)
 for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
-    compileall.compile_dir(folder, quiet=2, workers=0)
+    compileall.compile_dir(folder, quiet=2, workers=1)
 """
 
 # What a kernel start imports, compiled by importing it (isolated mode: bytecode is written).
