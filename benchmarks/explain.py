@@ -35,13 +35,16 @@ WHY: dict[tuple[str, str, str], str] = {
         "`envsync check` compares every file's size and mtime too, where `pip check` reads dependency "
         "metadata only."),
     ("kernels", "envsync_first", "pip_first"): (
-        "pip compiles every module to bytecode while installing; envsync builds without it and compiles "
-        "in a background process after the build, the kernel's own imports first. A kernel started before "
-        "that part is done compiles what it imports itself. Closing it: compiling the kernel's imports "
-        "before the env is marked ready (about 1 s of CPU on the build)."),
+        "pip compiles every module to bytecode while installing. envsync builds without it; `launch` "
+        "compiles what a kernel start imports before the gateway starts, and the rest of the env is "
+        "compiled by a background process that runs only when a CPU is idle. The first kernel still "
+        "imports the freshly written files while that process and the gateway share the machine. Closing "
+        "it: starting the background compile only after the first kernel is up, or compiling the kernel's "
+        "imports while the files are hashed (the two overlap on a second core)."),
     ("kernels", "envsync_later", "pip_later"): (
-        "a later kernel is the same in both envs; a gap here comes from envsync's gateway (its guard and "
-        "policy checks on each request) and from noise."),
+        "right after a build the background compile still shares the disk and the CPUs; the rows "
+        "`envsync_settled` and `kernelgateway_same_env` show a settled env behind envsync's gateway and "
+        "behind a bare Kernel Gateway."),
     ("launch", "envsync_launch", "marimo_sandbox"): (
         "marimo's editor server answers `GET /` before any kernel process exists; envsync's launch checks "
         "the env against its lock first (every file's size and mtime) and starts Kernel Gateway, whose "
@@ -88,7 +91,30 @@ def slower(result: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]]) 
                     continue
                 ratio = mine["median_s"] / theirs["median_s"]
                 why = WHY.get((scenario, subject, peer), "no explanation recorded for this pair yet.")
+                if (scenario, peer) == ("commands", "envsync_help"):
+                    why += breakdown(rows)
                 out.append(f"- **{mine['label']}** is {ratio:.2f}× **{theirs['label']}**: {why}")
     if not out:
         out.append("In this run, no envsync row was slower than a peer's.")
     return [*out, ""]
+
+
+def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """Where a whole `envsync check` goes, from this run's own rows."""
+    def ms(key: str) -> float | None:
+        row = rows.get(("commands", key))
+        return row["median_s"] * 1000 if row else None
+
+    floor, help_, imports = ms("python_floor"), ms("envsync_help"), ms("check_imports")
+    load, stat, check = ms("record_load_in_process"), ms("stat_check_in_process"), ms("envsync_check")
+    if None in (floor, help_, imports, load, stat, check):
+        return ""
+    assert floor is not None and help_ is not None and imports is not None
+    assert load is not None and stat is not None and check is not None
+    rest = check - imports - load - stat
+    return (
+        f" In this run: the interpreter alone {floor:.0f} ms, `--help` {help_:.0f} ms, importing what `check` "
+        f"imports {imports:.0f} ms ({imports - help_:.0f} ms more than `--help`), reading the file record "
+        f"{load:.0f} ms, one stat a file {stat:.0f} ms, and {rest:.0f} ms for the rest (manifest, lock, "
+        f"markers, output). The stats alone are {stat / (help_ - floor):.1f}× what `--help` adds to the interpreter."
+    )

@@ -11,6 +11,8 @@ from typing import Any
 from benchmarks import explain
 
 README_SECTION = "## Speed and reliability, measured"
+# Rows measuring someone else's tool (gray in the plot); every other row is envsync's (blue).
+PEER_PREFIXES = ("kernelgateway", "python_m_kernel_gateway", "juv_", "marimo_", "uv_", "pip_", "python_floor")
 
 # (scenario, subject, peer, what the ratio says, goal or "") in the order the ratios table shows them.
 RATIOS: list[tuple[str, str, str, str, str]] = [
@@ -142,7 +144,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         keys = [r["key"] for r in rows]
         med = [r["median_s"] for r in rows]
         err = [[r["median_s"] - r["min_s"] for r in rows], [r["max_s"] - r["median_s"] for r in rows]]
-        colors = ["tab:blue" if k.startswith(("envsync", "check_", "lock_")) else "tab:gray" for k in keys]
+        colors = ["tab:gray" if k.startswith(PEER_PREFIXES) else "tab:blue" for k in keys]
         ax.barh(keys, med, xerr=err, color=colors)
         ax.invert_yaxis()
         ax.set_title(sc["title"], fontsize=9, loc="left")

@@ -71,8 +71,9 @@ def first_reply(port: int, token: str, name: str | None = None) -> float:
         ws.close()
 
 
-def _envsync_round(ctx: Context) -> tuple[float, float]:
-    ctx.delete_ref_envs()
+def _envsync_round(ctx: Context, *, fresh: bool = True) -> tuple[float, float]:
+    if fresh:
+        ctx.delete_ref_envs()
     port, token = free_port(), new_token()
     child = proc.spawn([BIN / "envsync", "launch", ctx.ref.notebook, "--port", str(port), "--json"],
                        env=ctx.env(ENVSYNC_TOKEN=token), stdout=proc.DEVNULL, stderr=proc.DEVNULL)
@@ -85,7 +86,8 @@ def _envsync_round(ctx: Context) -> tuple[float, float]:
 
 
 def _pip_round(ctx: Context, venv: Path) -> tuple[float, float]:
-    data = venv / "kg-data"
+    """First and later kernel of `venv` behind a bare Kernel Gateway (its kernelspec kept outside the venv)."""
+    data = ctx.work / "kg-data" / venv.name
     spec = data / "kernels" / "bench"
     spec.mkdir(parents=True, exist_ok=True)
     argv = [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -120,7 +122,18 @@ def run(ctx: Context) -> dict[str, Any]:
                 samples[f"{side}_later"].append(later)
             log(f"  round {i}/{ctx.reps} {side}: first {first:.3f}s later {later:.3f}s")
         shutil.rmtree(venv, ignore_errors=True)
+    # A settled env (bytecode compiled, nothing in the background): envsync's gateway against a
+    # bare Kernel Gateway serving the very same env, later kernels only.
+    settle(ctx.home)
+    env_python = ctx.ref_env() / "bin" / "python"
+    for i in range(max(ctx.reps, 3)):
+        samples.setdefault("envsync_settled", []).append(_envsync_round(ctx, fresh=False)[1])
+        samples.setdefault("kernelgateway_same_env", []).append(_pip_round(ctx, env_python.parent.parent)[1])
+        log(f"  settled {i + 1}: envsync {samples['envsync_settled'][-1]:.3f}s "
+            f"bare {samples['kernelgateway_same_env'][-1]:.3f}s")
     labels = {
+        "envsync_settled": "a later kernel of a settled envsync env, envsync's gateway",
+        "kernelgateway_same_env": "a later kernel of the same env behind a bare `jupyter kernelgateway`",
         "envsync_first": "first kernel of a freshly built envsync env (`envsync launch`)",
         "envsync_later": "a later kernel of the same envsync env",
         "pip_first": "first kernel of a fresh pip-made venv (bare `jupyter kernelgateway`)",

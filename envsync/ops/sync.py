@@ -41,26 +41,39 @@ COMPILE_DEADLINE = 900
 KERNEL_PACKAGE = "ipykernel"
 
 # Run by the env's own interpreter in isolated mode, so PYTHONDONTWRITEBYTECODE and the
-# like do not apply: importing what a kernel start imports writes exactly those `.pyc`
-# files first; compileall then covers every other module only when a CPU is idle
-# (SCHED_IDLE on Linux, else the lowest priority), so a kernel started meanwhile does not wait.
+# like do not apply, and only when a CPU is idle (SCHED_IDLE on Linux, else the lowest
+# priority), so a kernel started meanwhile does not wait for it: importing what a kernel
+# start imports writes exactly those `.pyc` files first; compileall then covers the rest.
 _COMPILE = """\
-import compileall, os, signal, sys, sysconfig
+import compileall, importlib, os, signal, sys, sysconfig
 signal.alarm(int(sys.argv[1]))
-try:
-    import ipykernel.kernelapp
-except Exception:
-    pass
 try:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 except (AttributeError, OSError):
     os.nice(19)
+for name in sys.argv[2:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
 for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
     compileall.compile_dir(folder, quiet=2, workers=1)
 """
 
-# What a kernel start imports, compiled by importing it (isolated mode: bytecode is written).
-_KERNEL_IMPORTS = "import ipykernel.kernelapp"
+# What a kernel start imports (its app, the IPython kernel and shell, the debugger), compiled
+# by importing it in isolated mode, where bytecode is written whatever the environment says.
+KERNEL_MODULES = (
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
+    "ipykernel.comm", "ipykernel.eventloops", "debugpy.server.api",
+)
+_KERNEL_IMPORTS = """\
+import importlib, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+"""
 KERNEL_IMPORTS_DEADLINE = 120.0
 
 # Kept so the finished processes are reaped and no Popen is collected while running.
@@ -179,7 +192,7 @@ def compile_in_background(env: Path) -> None:
     _compiling[:] = [p for p in _compiling if p.poll() is None]
     try:
         started = proc.spawn(
-            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE)],
+            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE), *KERNEL_MODULES],
             env=proc.clean_env(),
             stdout=proc.DEVNULL,
             stderr=proc.DEVNULL,
@@ -193,7 +206,7 @@ def compile_kernel_imports(env: Path) -> None:
     """Write the `.pyc` files of what a kernel start imports, waiting for it; a failure costs only speed."""
     try:
         proc.run(
-            [env_python(env), "-I", "-c", _KERNEL_IMPORTS],
+            [env_python(env), "-I", "-c", _KERNEL_IMPORTS, *KERNEL_MODULES],
             env=proc.clean_env(),
             timeout=KERNEL_IMPORTS_DEADLINE,
             check=False,
