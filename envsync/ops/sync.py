@@ -64,7 +64,9 @@ for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib
 # by importing it in isolated mode, where bytecode is written whatever the environment says.
 KERNEL_MODULES = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
-    "ipykernel.comm", "ipykernel.eventloops", "debugpy.server.api",
+    "ipykernel.comm", "ipykernel.eventloops", "debugpy.server.api", "IPython.core.completerlib",
+    "IPython.core.debugger", "IPython.core.logger", "IPython.extensions.storemagic", "psutil",
+    "tornado.platform.asyncio",
 )
 _KERNEL_IMPORTS = """\
 import importlib, sys
