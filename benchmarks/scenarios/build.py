@@ -40,14 +40,15 @@ def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
     return timed(go)
 
 
-def uv_venv(ctx: Context, dest: Path, link: str | None) -> float:
+def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: bool = False) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     env, uv = ctx.env(), uv_bin()
 
     def go() -> None:
         run_timed([uv, "venv", "--no-config", "--quiet", "--python", ctx.ref.interp.path, dest], env=env)
         run_timed([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes", "--python", dest / "bin" / "python",
-                   "--index-url", DEFAULT_INDEX, *(["--link-mode", link] if link else []), ctx.ref.requirements],
+                   "--index-url", DEFAULT_INDEX, *(["--link-mode", link] if link else []),
+                   *(["--compile-bytecode"] if compile_bytecode else []), ctx.ref.requirements],
                   env=env)
 
     return timed(go)
@@ -88,14 +89,15 @@ def run(ctx: Context) -> dict[str, Any]:
         "pip_no_bytecode": lambda: pip_venv(ctx, out / "pip-nc", compile_bytecode=False),
         "envsync_sync_pip": lambda: envsync_sync("--backend", "pip"),
     }
-    if ctx.quick:  # pip builds take tens of seconds each: the quick run keeps one of them
-        for slow in ("pip_no_bytecode", "envsync_sync_pip"):
+    if ctx.quick:  # pip builds take tens of seconds each: the quick run leaves them out
+        for slow in ("pip_bytecode", "pip_no_bytecode", "envsync_sync_pip"):
             variants.pop(slow)
     log(f"build: {ref.installed} distributions, first build with a warm cache")
     series = Series()
     series.alternate(variants, ctx.reps, warmup=not ctx.quick)
-    ctx.delete_ref_envs()
-    ctx.envsync("sync", ref.notebook)  # leave the reference env in place for the scenarios after this one
+    if "envsync_sync_pip" in variants:  # the scenarios after this one get the uv backend's env
+        ctx.delete_ref_envs()
+        ctx.envsync("sync", ref.notebook)
     labels = {
         "envsync_sync": "`envsync sync NB` (whole process; copies, RECORD check)",
         "uv_copy": "`uv venv` + `uv pip sync --require-hashes --link-mode copy`",
