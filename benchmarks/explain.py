@@ -93,6 +93,8 @@ def slower(result: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]]) 
                 why = WHY.get((scenario, subject, peer), "no explanation recorded for this pair yet.")
                 if (scenario, peer) == ("commands", "envsync_help"):
                     why += breakdown(rows)
+                if scenario == "kernels":
+                    why += kernel_breakdown(rows)
                 out.append(f"- **{mine['label']}** is {ratio:.2f}× **{theirs['label']}**: {why}")
     if not out:
         out.append("In this run, no envsync row was slower than a peer's.")
@@ -112,9 +114,32 @@ def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     assert floor is not None and help_ is not None and imports is not None
     assert load is not None and stat is not None and check is not None
     rest = check - imports - load - stat
+    rest_text = f"{rest:.0f} ms" if rest >= 0 else "nothing measurable (the parts' medians add up to more than the whole)"
     return (
         f" In this run: the interpreter alone {floor:.0f} ms, `--help` {help_:.0f} ms, importing what `check` "
         f"imports {imports:.0f} ms ({imports - help_:.0f} ms more than `--help`), reading the file record "
-        f"{load:.0f} ms, one stat a file {stat:.0f} ms, and {rest:.0f} ms for the rest (manifest, lock, "
+        f"{load:.0f} ms, one stat a file {stat:.0f} ms, and {rest_text} for the rest (manifest, lock, "
         f"markers, output). The stats alone are {stat / (help_ - floor):.1f}× what `--help` adds to the interpreter."
+    )
+
+
+def kernel_breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """How much of the kernels' gap is the first start (bytecode) and how much each start behind the gateway."""
+    def s(key: str) -> float | None:
+        row = rows.get(("kernels", key))
+        return row["median_s"] if row else None
+
+    first, later, pip_first, pip_later = s("envsync_first"), s("envsync_later"), s("pip_first"), s("pip_later")
+    settled, bare = s("envsync_settled"), s("kernelgateway_same_env")
+    if None in (first, later, pip_first, pip_later, settled, bare):
+        return ""
+    assert first is not None and later is not None and pip_first is not None and pip_later is not None
+    assert settled is not None and bare is not None
+    return (
+        f" In this run the first kernel cost {(first - later) * 1000:.0f} ms more than a later one in the new "
+        f"envsync env and {(pip_first - pip_later) * 1000:.0f} ms more in the pip venv (what bytecode is "
+        f"about); in a settled env a kernel took {settled * 1000:.0f} ms behind envsync's gateway and "
+        f"{bare * 1000:.0f} ms behind a bare Kernel Gateway ({settled / bare:.2f}×): the rest of the gap is "
+        "each kernel start behind envsync's gateway, which this harness does not break down further; "
+        "a profile of the gateway child's POST /api/kernels is the next measure to take."
     )
