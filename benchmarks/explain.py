@@ -37,10 +37,7 @@ WHY: dict[tuple[str, str, str], str] = {
     ("kernels", "envsync_first", "pip_first"): (
         "pip compiles every module to bytecode while installing. envsync builds without it; `launch` "
         "compiles what a kernel start imports before the gateway starts, and the rest of the env is "
-        "compiled by a background process that runs only when a CPU is idle. The first kernel still "
-        "imports the freshly written files while that process and the gateway share the machine. Closing "
-        "it: starting the background compile only after the first kernel is up, or compiling the kernel's "
-        "imports while the files are hashed (the two overlap on a second core)."),
+        "compiled by a background process that runs only when a CPU is idle."),
     ("kernels", "envsync_later", "pip_later"): (
         "right after a build the background compile still shares the disk and the CPUs; the rows "
         "`envsync_settled` and `kernelgateway_same_env` show a settled env behind envsync's gateway and "
