@@ -15,6 +15,7 @@ from envsync.lock.model import Lock
 from envsync.ops.sync import ProgressEvent, SyncResult, sync
 from envsync.settings import Settings
 from tests.envhelpers import BASE, imported_versions, make_lock, settings_at, tree_snapshot
+from tests.support.processes import wait_for_bytecode_compiles
 from tests.wheelhouse import LocalIndex, build_wheel, sha256_file
 
 
@@ -57,6 +58,9 @@ def test_ready_marker_records_fingerprint_interpreter_and_installed_set(built) -
 
 def test_second_sync_reuses_env_without_installer_or_interpreter_search(built, monkeypatch) -> None:
     settings, lock, first, _events = built
+    # The build's background bytecode compile writes __pycache__ after the ready marker;
+    # what is held against the reuse is the tree once that is done.
+    wait_for_bytecode_compiles(first.env)
     before = tree_snapshot(first.env)
     marker = (first.env / store.READY).read_bytes()
 

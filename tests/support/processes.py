@@ -90,3 +90,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_bytecode_compiles(env: Path, timeout: float = 120.0) -> None:
+    """Wait until the background bytecode compile a build started in `env` has ended.
+
+    A build leaves one running (it writes `__pycache__` into the env after the ready
+    marker); a test that compares the env's tree before and after a reuse waits for it.
+    """
+    python = str(env / "bin" / "python")
+    pids = []
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(psutil.Error, IndexError):
+            if psutil.Process(pid).cmdline()[0] == python:
+                pids.append(pid)
+    left = wait_gone(pids, timeout)
+    assert not left, f"bytecode compile still running after {timeout:.0f} s: {left}"
