@@ -17,7 +17,7 @@ import logging
 import re
 import uuid
 from http.client import responses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.kernelspecs.handlers import KernelSpecResourceHandler
 from jupyter_server.services.kernelspecs.handlers import KernelSpecHandler, MainKernelSpecHandler
@@ -25,6 +25,12 @@ from kernel_gateway.mixins import TokenAuthorizationMixin
 from tornado import web
 
 from envsync.gateway.guard import TokenCheck
+
+if TYPE_CHECKING:
+    # The mixins below are combined with tornado handlers by `harden`; typed as one.
+    _Handler = web.RequestHandler
+else:
+    _Handler = object
 
 _log = logging.getLogger("envsync.gateway.errors")
 _RESOURCE = re.compile(r"logo-[\w-]+\.(?:png|svg)|kernel\.(?:js|css)")
@@ -50,25 +56,25 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class _Checked:
+class _Checked(_Handler):
     """The token check and error bodies every handler gets; mixed in first."""
 
     envsync_check: TokenCheck
 
     def prepare(self) -> Any:
-        request = self.request  # type: ignore[attr-defined]
+        request = self.request
         if not self.envsync_check.allows(request.method, request.uri, request.headers):
             raise web.HTTPError(401, "this gateway needs its token")
         if TokenAuthorizationMixin in type(self).__mro__:
             # Skip Kernel Gateway's own check: the one above has decided.
-            return super(TokenAuthorizationMixin, self).prepare()  # type: ignore[misc]
-        return super().prepare()  # type: ignore[misc]
+            return super(TokenAuthorizationMixin, self).prepare()
+        return super().prepare()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
-            super().log_exception(typ, value, tb)  # type: ignore[misc]
+            super().log_exception(typ, value, tb)
             return
-        request = self.request  # type: ignore[attr-defined]
+        request = self.request
         self._envsync_error_id = uuid.uuid4().hex[:16]
         _log.error(
             "error %s: %s %s failed",
@@ -104,15 +110,15 @@ class _Checked:
         set_cors = getattr(self, "set_cors_headers", None)
         if set_cors is not None:
             set_cors()
-        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
-        self.finish(json.dumps(body))  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
 
-class _PublicSpec:
+class _PublicSpec(_Handler):
     """Kernelspec API answers without argv, env or the notebook's and env's paths."""
 
     def finish(self, chunk: Any = None) -> Any:
-        if isinstance(chunk, (str, bytes)) and self.get_status() == 200:  # type: ignore[attr-defined]
+        if isinstance(chunk, (str, bytes)) and self.get_status() == 200:
             try:
                 data = json.loads(chunk)
             except ValueError:
@@ -122,7 +128,7 @@ class _PublicSpec:
                 chunk = json.dumps(data)
             elif isinstance(data, dict) and "spec" in data:
                 chunk = json.dumps(public_spec_model(data))
-        return super().finish(chunk)  # type: ignore[misc]
+        return super().finish(chunk)
 
 
 class _ResourcesOnly:
