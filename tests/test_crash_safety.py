@@ -6,10 +6,8 @@ opens the gate, so a child can be killed at a known point of its build.
 
 from __future__ import annotations
 
-import http.server
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from envsync.env.sync import check
 from envsync.lock.model import Lock
 from envsync.ops.sync import sync
 from tests.envhelpers import BASE, PYTHON, imported_versions, make_lock, settings_at
+from tests.support.gated_index import GatedIndex
 from tests.support.processes import alive, child_env, descendants
 from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
@@ -42,47 +41,9 @@ print(json.dumps(result.to_dict()), flush=True)
 """
 
 
-class GatedIndex:
-    """The local index's files over HTTP, with downloads held until `gate` is set.
-
-    After the gate opens each file still takes `slow` seconds, which stretches the
-    download-and-install window that the kill tests aim at.
-    """
-
-    def __init__(self, root: Path, slow: float = 0.1) -> None:
-        self.gate = threading.Event()
-        self.requested = threading.Event()
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: object, **k: object) -> None:
-                super().__init__(*a, directory=str(root), **k)  # type: ignore[arg-type]
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/files/"):
-                    outer.requested.set()
-                    outer.gate.wait(timeout=DEADLINE)
-                    time.sleep(slow)
-                super().do_GET()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def gated(local_index: LocalIndex) -> Iterator[GatedIndex]:
-    index = GatedIndex(local_index.root)
+    index = GatedIndex(local_index.root, armed=True, slow=0.1)
     yield index
     index.stop()
 
@@ -163,7 +124,7 @@ def _env_dirs(home: Path) -> list[Path]:
 
 
 def _next_sync_succeeds(children: Children, gated: GatedIndex) -> Path:
-    gated.gate.set()
+    gated.release.set()
     settings = settings_at(children.home, gated.url)
     result = sync(lock=children.lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
     assert result.drift.clean
@@ -207,7 +168,7 @@ def test_build_killed_at_any_moment_after_download_never_leaves_a_ready_half_env
 ) -> None:
     child = children.start(cache=f"cache-late-{delay}")
     assert gated.requested.wait(timeout=DEADLINE)
-    gated.gate.set()
+    gated.release.set()
     time.sleep(delay)
     children.kill9(child)
     _assert_no_half_env_is_ready(children.home, children.lock)
@@ -218,7 +179,7 @@ def test_four_syncs_of_one_lock_at_once_build_it_once(children: Children, gated:
     kids = [children.start(cache="cache-shared") for _ in range(4)]
     assert gated.requested.wait(timeout=DEADLINE)
     time.sleep(0.3)  # let the other three reach the lock and wait on it
-    gated.gate.set()
+    gated.release.set()
     results = [children.result(k) for k in kids]
     assert len({r["env"] for r in results}) == 1
     assert sorted(r["installer-ran"] for r in results) == [False, False, False, True]
@@ -236,5 +197,5 @@ def test_different_locks_build_in_parallel(
     result = sync(lock=other, project="other", notebook=Path("n.ipynb"), settings=settings)
     assert result.installer_ran and result.drift.clean
     assert blocked.poll() is None  # still building the first lock: neither waited for the other
-    gated.gate.set()
+    gated.release.set()
     assert children.result(blocked)["installer-ran"] is True

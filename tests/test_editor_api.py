@@ -10,7 +10,6 @@ checked against its JSON Schema in schemas/.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import queue
@@ -31,6 +30,7 @@ import requests
 
 from envsync.notebook.file import splice_manifest
 from tests.manifests import manifest_of, refresh_fingerprint, tamper_first_hash
+from tests.support.gated_index import GatedIndex
 from tests.support.gateway_client import connect, execute
 from tests.support.processes import alive, children_of, free_port
 from tests.support.wait import wait_until
@@ -477,43 +477,6 @@ def test_ask_waits_for_the_terminal_answer_no_then_yes(nb: Path, env: dict[str, 
         assert launch.wait_state("ready")["fingerprint"] == new_fp
     assert manifest_of(nb) == theirs
     assert "serve this lock from now on? [y/N]" in launch.stderr
-
-
-class GatedIndex:
-    """An index's files behind a server that can hold a wheel download, then serve or refuse it."""
-
-    def __init__(self, root: Path) -> None:
-        self.armed = False
-        self.fail = False
-        self.requested = threading.Event()
-        self.release = threading.Event()
-        gate = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: Any, **k: Any) -> None:
-                super().__init__(*a, directory=str(root), **k)
-
-            def do_GET(self) -> None:  # noqa: N802 - the http.server hook
-                if gate.armed and self.path.split("#")[0].endswith(".whl"):
-                    gate.requested.set()
-                    gate.release.wait(60)
-                    if gate.fail:
-                        self.send_error(404)
-                        return
-                super().do_GET()
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def test_a_build_shows_progress_turns_a_second_update_away_and_a_failure_keeps_the_old_env(

@@ -11,7 +11,6 @@ real kernel over REST and WebSocket.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import queue
@@ -40,6 +39,7 @@ from tests.manifests import (
     refresh_fingerprint,
     tamper_first_hash,
 )
+from tests.support.gated_index import GatedIndex
 from tests.support.gateway_client import execute
 from tests.support.processes import REPO, alive, children_of, free_port
 from tests.support.wait import wait_until
@@ -614,39 +614,6 @@ def test_lock_rewritten_while_running_emits_lock_changed_and_keeps_serving(
         assert api_status(info) == 200
         assert launch.stop() == 0
         assert "lock changed on disk" in launch.stderr  # the text for people, beside the event
-
-
-class GatedIndex:
-    """The local index's files behind a server that can hold a wheel download until released."""
-
-    def __init__(self, root: Path) -> None:
-        self.armed = False
-        self.requested = threading.Event()
-        self.release = threading.Event()
-        gate = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: Any, **k: Any) -> None:
-                super().__init__(*a, directory=str(root), **k)
-
-            def do_GET(self) -> None:  # noqa: N802 - the http.server hook
-                if gate.armed and self.path.split("#")[0].endswith(".whl"):
-                    gate.requested.set()
-                    gate.release.wait(60)
-                super().do_GET()
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def test_lock_change_synced_in_during_the_build_is_reported_once_serving(
