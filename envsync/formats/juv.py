@@ -116,22 +116,12 @@ def header_with(cell_source: str, dependencies: list[str], requires_python: str 
     """A juv cell's source with its block's dependencies (and requires-python) replaced, the rest kept."""
     import re
 
-    import tomlkit
-
     match = next(m for m in re.finditer(pep723.REGEX, cell_source) if m.group("type") == "script")
     content = "".join(
         ln[2:] if ln.startswith("# ") else ln[1:] for ln in match.group("content").splitlines(keepends=True)
     )
-    doc = tomlkit.parse(content)
-    if requires_python:
-        doc["requires-python"] = requires_python
-    arr = tomlkit.array()
-    for d in dependencies:
-        arr.append(d)
-    arr.multiline(True)
-    doc["dependencies"] = arr
-    body = "\n".join(f"# {ln}" if ln else "#" for ln in tomlkit.dumps(doc).splitlines())
-    return cell_source[: match.start()] + f"# /// script\n{body}\n# ///" + cell_source[match.end() :]
+    block = pep723.render(dependencies, requires_python, keep=content).rstrip("\n")
+    return cell_source[: match.start()] + block + cell_source[match.end() :]
 
 
 def edited_requirements(current: Sequence[str], *, added: Sequence[str] = (), removed: Sequence[str] = ()) -> list[str]:

@@ -74,11 +74,14 @@ def _take_uv_settings(uv: dict[str, Any], out: Imported, *, where: str) -> None:
         out.notes.append(f"{where}: [tool.uv] {key} is not taken")
 
 
-def render(dependencies: Iterable[str], requires_python: str | None) -> str:
-    """A `# /// script` block declaring these dependencies (and requires-python)."""
+def render(dependencies: Iterable[str], requires_python: str | None, *, keep: str | None = None) -> str:
+    """A `# /// script` block declaring these dependencies (and requires-python).
+
+    With `keep` (the TOML of an existing block), every other table and comment of it stays.
+    """
     import tomlkit
 
-    doc = tomlkit.document()
+    doc = tomlkit.parse(keep) if keep is not None else tomlkit.document()
     if requires_python:
         doc["requires-python"] = requires_python
     arr = tomlkit.array()
