@@ -71,7 +71,9 @@ def scenario_lines(name: str, sc: dict[str, Any]) -> list[str]:
     anchor = sc.get("anchor")
     rows = {r["key"]: r for r in sc.get("rows", [])}
     base = rows.get(anchor) if anchor else None
-    out = [f"## {sc['title']}", "", *[n for n in sc.get("notes", [])], ""]
+    out = [f"## {sc['title']}", ""]
+    for note in sc.get("notes", []):
+        out += [note, ""]
     head = "| measure | median | min – max | n |" + (f" × `{anchor}` |" if base else "")
     out += [head, "|---|---:|---:|---:|" + ("---:|" if base else "")]
     for row in sc.get("rows", []):
@@ -93,7 +95,7 @@ def scenario_lines(name: str, sc: dict[str, Any]) -> list[str]:
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
-    tools = ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items())
+    tools = ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in m.get("tools", {}).items())
     return (f"{m['cores']} cores, {m['memory_gb']} GB, load average {m['load_average_at_start'][0]:.2f} at the start and "
             f"{m.get('load_average_at_end', ['?'])[0]} at the end; {m['platform']}; CPython {m['python']}; "
             f"{m['uv']}; Kernel Gateway {m['kernel_gateway']}; envsync {m['envsync']}"
@@ -115,7 +117,7 @@ def markdown(result: dict[str, Any], source: Path) -> str:
         "",
         "```",
         ".venv/bin/python -m pip install -e '.[bench]'",
-        ".venv/bin/python -m benchmarks run            # about 20 minutes; --quick checks the harness in < 3",
+        ".venv/bin/python -m benchmarks run            # about 30 minutes; --quick checks the harness in about 3",
         ".venv/bin/python -m benchmarks report         # this file, performance.png and the README's table",
         "```",
         "",
