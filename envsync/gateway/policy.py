@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import signal
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -140,18 +141,21 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
     python = Unicode("", config=True, help="the interpreter the kernelspec must run")
     fingerprint = Unicode("", config=True, help="the lock fingerprint the kernelspec must carry")
     control = Unicode("", config=True, help="the launch process's control socket; empty: none")
-    _starting = 0
+    # The ids of kernels being started: a kernel is counted from its request on.
+    _claims: set[str] = set()
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("kernel_id") is not None:
             # jupyter_server would take the client's id as is (`x y`, `../k`) or hand back
             # the running kernel that has it.
             raise web.HTTPError(400, "kernel ids are made by the gateway: leave kernel_id out")
-        # A kernel is counted from the request on: parallel requests cannot overshoot.
-        if len(self._kernels) + self._starting >= self.max_kernels:
+        # Parallel requests cannot overshoot, and a kernel that is both registered and
+        # still finishing its start is not counted twice (a set of ids, not a counter).
+        if len(self._kernels.keys() | self._claims) >= self.max_kernels:
             raise web.HTTPError(
                 429, f"this gateway runs at most {self.max_kernels} kernels at once: shut one down first"
             )
+        kernel_id = kwargs["kernel_id"] = str(uuid.uuid4())
         kwargs["env"] = kernel_env(self.passthrough, kwargs.get("env"))
         kwargs["cwd"] = str(kernel_cwd(Path(self.root_dir), kwargs.pop("path", None)))
         # ipykernel's own parent poller misses a gateway killed while the kernel is
@@ -161,7 +165,7 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
         if hook is not None:
             # jupyter_client hands extra keyword arguments on to Popen.
             kwargs["preexec_fn"] = hook
-        self._starting += 1
+        self._claims = self._claims | {kernel_id}
         try:
             if self.control:
                 # The launch process checks the env's files and says which env the
@@ -169,7 +173,7 @@ class EnvsyncKernelManager(SeedingMappingKernelManager):
                 self.python, self.fingerprint = await editor.kernel_pins(Path(self.control))
             return await super().start_kernel(*args, **kwargs)
         finally:
-            self._starting -= 1
+            self._claims = self._claims - {kernel_id}
 
     async def restart_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> Any:
         if self.control:

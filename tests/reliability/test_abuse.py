@@ -305,7 +305,16 @@ def test_a_path_that_climbs_through_a_symlink_keeps_the_kernel_in_the_notebooks_
 # --- 12: limits and the runtime folder ------------------------------------------------------------
 
 
-def test_kernels_past_the_limit_are_refused_even_when_asked_at_once(gw: gateway.RunningGateway) -> None:
+@pytest.mark.parametrize("burst", range(4))
+def test_kernels_past_the_limit_are_refused_and_the_limit_is_reached(
+    gw: gateway.RunningGateway, burst: int
+) -> None:
+    """Twice the limit asked at once: exactly the limit starts, every other answer is a 429.
+
+    Repeated, because a kernel that is registered while its start is still finishing
+    was once counted twice, so a burst sometimes started one kernel too few.
+    """
+
     def post(_: int) -> requests.Response:
         return requests.post(f"{gw.url}/api/kernels", json={}, headers=auth(gw), timeout=60)
 
@@ -314,7 +323,8 @@ def test_kernels_past_the_limit_are_refused_even_when_asked_at_once(gw: gateway.
     started = [r.json()["id"] for r in answers if r.status_code == 201]
     try:
         refused = [r for r in answers if r.status_code != 201]
-        assert len(started) == MAX_KERNELS and len(gateway.kernels(gw)) == MAX_KERNELS
+        assert len(started) == MAX_KERNELS, [(r.status_code, r.text[:120]) for r in answers]
+        assert len(gateway.kernels(gw)) == MAX_KERNELS
         assert all(
             r.status_code == 429 and f"at most {MAX_KERNELS} kernels" in r.json()["message"] for r in refused
         )
