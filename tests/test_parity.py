@@ -69,9 +69,7 @@ def test_an_appended_line_is_drift_named_in_check_and_sync_repair_restores_the_f
     [diff] = report["differences"]
     assert diff["name"] == "alpha" and diff["kind"] == "modified"
     assert diff["locked"] == diff["installed"]
-    assert diff["files"] == [
-        {"path": str(module.relative_to(report["env"])), "problem": "modified"}
-    ]
+    assert diff["files"] == [{"path": str(module.relative_to(report["env"])), "problem": "modified"}]
 
     code, out, _err = _cli(capsys, "sync", str(nb), "--repair", "--json")
     assert code == 0 and json.loads(out)["repaired"] == ["alpha"]
@@ -116,7 +114,10 @@ def test_deep_check_finds_an_edit_that_kept_size_and_mtime(
 
 def test_two_envs_from_one_cache_share_no_file(tmp_path: Path, local_index: LocalIndex) -> None:
     lock = make_lock(local_index)
-    home_a, home_b = settings_at(tmp_path / "a", local_index.url), settings_at(tmp_path / "b", local_index.url)
+    home_a, home_b = (
+        settings_at(tmp_path / "a", local_index.url),
+        settings_at(tmp_path / "b", local_index.url),
+    )
     a = sync(lock=lock, project="demo", notebook=Path("a.ipynb"), settings=home_a)
     b = sync(lock=lock, project="demo", notebook=Path("b.ipynb"), settings=home_b)
     file_a, file_b = _module(a), _module(b)
@@ -152,7 +153,12 @@ def test_a_corrupted_cache_entry_is_evicted_and_downloaded_again(
     cache = tmp_path / "uv-cache"
     monkeypatch.setenv("UV_CACHE_DIR", str(cache))
     lock = make_lock(local_index)
-    first = sync(lock=lock, project="demo", notebook=Path("a.ipynb"), settings=settings_at(tmp_path / "a", local_index.url))
+    first = sync(
+        lock=lock,
+        project="demo",
+        notebook=Path("a.ipynb"),
+        settings=settings_at(tmp_path / "a", local_index.url),
+    )
     original = _module(first).read_bytes()
     [entry] = _cached_copies(original, cache)
     entry.write_bytes(original + b"CORRUPTED = True\n")
@@ -222,7 +228,9 @@ def test_the_pip_installer_records_and_checks_files_too(tmp_path: Path, local_in
     module = _module(result, "beta")
     original = module.read_bytes()
     module.write_text("raise SystemExit('tampered')\n")
-    assert [(d.name, d.kind) for d in check(lock=lock, settings=settings).differences] == [("beta", "modified")]
+    assert [(d.name, d.kind) for d in check(lock=lock, settings=settings).differences] == [
+        ("beta", "modified")
+    ]
     fixed = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, repair=True)
     assert fixed.repaired == ("beta",) and fixed.drift.clean and fixed.backend == "pip"
     assert module.read_bytes() == original
@@ -261,7 +269,9 @@ def test_files_a_hard_linking_installer_shared_with_its_cache_are_made_the_env_s
     monkeypatch.setenv("UV_CACHE_DIR", str(cache))
     monkeypatch.setattr(uv_installer, "LINK_MODE", "hardlink")
     lock = make_lock(local_index)
-    result = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings_at(tmp_path, local_index.url))
+    result = sync(
+        lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings_at(tmp_path, local_index.url)
+    )
     module = _module(result)
     original = module.read_bytes()
     [cached] = _cached_copies(original, cache)
@@ -272,7 +282,10 @@ def test_files_a_hard_linking_installer_shared_with_its_cache_are_made_the_env_s
 
 
 def test_launch_repairs_a_tampered_env_before_the_gateway_starts_and_fails_when_it_cannot(
-    tmp_path: Path, settings: Settings, locked_template: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    settings: Settings,
+    locked_template: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from typing import Any
@@ -312,3 +325,30 @@ def test_launch_repairs_a_tampered_env_before_the_gateway_starts_and_fails_when_
     with pytest.raises(InstallError), launch(LaunchRequest(nb), settings=settings):
         raise AssertionError("unreachable")
     assert seen_at_start == [original]  # the gateway never started on the tampered env
+
+
+def test_record_rows_outside_site_packages_are_kept_inside_the_env_and_the_rest_left_out(
+    tmp_path: Path,
+) -> None:
+    env = tmp_path / "env"
+    info = env / "lib" / "python3.11" / "site-packages" / "demo-1.0.dist-info"
+    info.mkdir(parents=True)
+    h = "sha256=" + "A" * 43
+    rows = [
+        f"demo/__init__.py,{h},12",
+        f"demo/./sub/x.py,{h},",  # a `.` part: normalised
+        f"../../../bin/demo-tool,{h},40",  # a console script, outside site-packages but in the env
+        f"../../../../outside.py,{h},1",  # leaves the env
+        f"/etc/passwd,{h},1",  # absolute
+        f"demo/__pycache__/x.cpython-311.pyc,{h},3",  # byte code
+        "demo-1.0.dist-info/RECORD,,",  # no hash
+        f'"demo/with, comma.py",{h},7',  # CSV quoting
+    ]
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
+    site = "lib/python3.11/site-packages"
+    assert files.read_record(env, info) == [
+        (f"{site}/demo/__init__.py", h, 12),
+        (f"{site}/demo/sub/x.py", h, None),
+        ("bin/demo-tool", h, 40),
+        (f"{site}/demo/with, comma.py", h, 7),
+    ]
