@@ -17,7 +17,7 @@ import pytest
 
 from envsync import proc
 from envsync.env import inventory, store
-from envsync.env.sync import check
+from envsync.env.drift import check_lock
 from envsync.lock.model import Lock
 from envsync.ops.sync import sync
 from tests.envhelpers import BASE, PYTHON, imported_versions, make_lock, settings_at
@@ -97,9 +97,9 @@ class Children:
         """End, by PID, the installers that outlived a killed child."""
         for pid in self.descendants:
             proc.signal_pid(pid, signal.SIGKILL)
-        assert wait_until(
-            lambda: not any(alive(pid) for pid in self.descendants), DEADLINE, poll=0.01
-        ), "timed out waiting for orphaned installers to end"
+        assert wait_until(lambda: not any(alive(pid) for pid in self.descendants), DEADLINE, poll=0.01), (
+            "timed out waiting for orphaned installers to end"
+        )
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def _next_sync_succeeds(children: Children, gated: GatedIndex) -> Path:
     result = sync(lock=children.lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
     assert result.drift.clean
     assert imported_versions(result.python, ["alpha", "beta"]) == {"alpha": "1.1.0", "beta": "1.0.0"}
-    assert check(lock=children.lock, settings=settings).clean
+    assert check_lock(lock=children.lock, settings=settings).clean
     assert [e.path for e in inventory.list_envs(settings) if e.state == "ready"] == [result.env]
     return result.env
 

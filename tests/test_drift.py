@@ -8,8 +8,8 @@ import pytest
 
 from envsync import proc
 from envsync.env import drift, store
+from envsync.env.drift import check_lock
 from envsync.env.store import EnvRecord
-from envsync.env.sync import check
 from envsync.errors import DriftError
 from envsync.ops.sync import sync
 from tests.envhelpers import imported_versions, make_lock, settings_at
@@ -105,7 +105,7 @@ def test_hand_installed_package_is_extra_and_repair_removes_it(built_env, local_
         ]
     )
 
-    report = check(lock=lock, settings=settings)
+    report = check_lock(lock=lock, settings=settings)
     assert [(d.name, d.kind, d.installed) for d in report.differences] == [("winonly", "extra", "1.0.0")]
     assert not report.clean
 
@@ -116,7 +116,7 @@ def test_hand_installed_package_is_extra_and_repair_removes_it(built_env, local_
     fixed = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, repair=True)
     assert fixed.repaired == ("winonly",) and fixed.installer_ran and fixed.reused
     assert fixed.env == result.env and fixed.drift.clean
-    assert check(lock=lock, settings=settings).clean
+    assert check_lock(lock=lock, settings=settings).clean
     assert store.read_ready(result.env) is not None
 
 
@@ -138,7 +138,7 @@ def test_changed_and_missing_packages_are_reported_and_repaired(built_env, local
     )
     proc.run([uv, "pip", "uninstall", "--no-config", "--python", result.python, "comm"])
 
-    report = check(lock=lock, settings=settings)
+    report = check_lock(lock=lock, settings=settings)
     assert [(d.name, d.kind, d.locked, d.installed) for d in report.differences] == [
         ("alpha", "changed", "1.1.0", "2.0.0"),
         ("comm", "missing", "0.2.0", None),
@@ -152,12 +152,12 @@ def test_pip_seeded_by_virtualenv_is_not_reported_as_extra(tmp_path: Path, local
     settings = settings_at(tmp_path, local_index.url)
     lock = make_lock(local_index)
     result = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, backend="pip")
-    report = check(lock=lock, settings=settings)
+    report = check_lock(lock=lock, settings=settings)
     assert report.clean and "pip" in report.ignored
     assert "pip" in drift.installed(result.env)
 
 
 def test_check_without_an_env_for_the_lock_is_drift(tmp_path: Path, local_index: LocalIndex) -> None:
     with pytest.raises(DriftError, match="no environment for this lock") as err:
-        check(lock=make_lock(local_index), settings=settings_at(tmp_path, local_index.url))
+        check_lock(lock=make_lock(local_index), settings=settings_at(tmp_path, local_index.url))
     assert err.value.exit_code == 3

@@ -13,7 +13,7 @@ import pytest
 from envsync import proc
 from envsync.cli import main
 from envsync.env import drift, files, store
-from envsync.env.sync import check
+from envsync.env.drift import check_lock
 from envsync.errors import InstallError
 from envsync.ops.sync import ProgressEvent, SyncResult, sync
 from envsync.settings import Settings
@@ -131,15 +131,15 @@ def test_two_envs_from_one_cache_share_no_file(tmp_path: Path, local_index: Loca
 
     assert file_b.read_bytes() == original
     assert all(c.read_bytes() == original for c in cached)
-    report = check(lock=lock, settings=home_a)
+    report = check_lock(lock=lock, settings=home_a)
     assert [(d.name, d.kind) for d in report.differences] == [("alpha", "modified")]
     assert [f.path for f in report.differences[0].files] == [str(file_a.relative_to(a.env))]
-    assert check(lock=lock, settings=home_b).clean
+    assert check_lock(lock=lock, settings=home_b).clean
 
     fixed = sync(lock=lock, project="demo", notebook=Path("a.ipynb"), settings=home_a, repair=True)
     assert fixed.repaired == ("alpha",) and fixed.drift.clean
     assert file_a.read_bytes() == original
-    assert check(lock=lock, settings=home_b).clean
+    assert check_lock(lock=lock, settings=home_b).clean
 
 
 def _cached_copies(content: bytes, cache: Path | None = None) -> list[Path]:
@@ -228,7 +228,7 @@ def test_the_pip_installer_records_and_checks_files_too(tmp_path: Path, local_in
     module = _module(result, "beta")
     original = module.read_bytes()
     module.write_text("raise SystemExit('tampered')\n")
-    assert [(d.name, d.kind) for d in check(lock=lock, settings=settings).differences] == [
+    assert [(d.name, d.kind) for d in check_lock(lock=lock, settings=settings).differences] == [
         ("beta", "modified")
     ]
     fixed = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, repair=True)
@@ -242,8 +242,8 @@ def test_imports_writing_byte_code_are_not_drift(tmp_path: Path, local_index: Lo
     result = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
     proc.run([result.python, "-m", "compileall", "-q", _site(result.env)], timeout=120)
     assert list(_site(result.env).glob("alpha/__pycache__/*.pyc"))
-    assert check(lock=lock, settings=settings).clean
-    assert check(lock=lock, settings=settings, deep=True).clean
+    assert check_lock(lock=lock, settings=settings).clean
+    assert check_lock(lock=lock, settings=settings, deep=True).clean
 
 
 def test_an_env_without_a_file_record_is_verified_against_record_and_given_one(
@@ -255,9 +255,9 @@ def test_an_env_without_a_file_record_is_verified_against_record_and_given_one(
     (result.env / files.FILES).unlink()  # as an env built before file records existed
     with _module(result).open("a") as fh:
         fh.write("x = 1\n")
-    assert [d.kind for d in check(lock=lock, settings=settings).differences] == ["modified"]
+    assert [d.kind for d in check_lock(lock=lock, settings=settings).differences] == ["modified"]
     sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings, repair=True)
-    assert files.load(result.env) is not None and check(lock=lock, settings=settings).clean
+    assert files.load(result.env) is not None and check_lock(lock=lock, settings=settings).clean
 
 
 def test_files_a_hard_linking_installer_shared_with_its_cache_are_made_the_env_s_own(

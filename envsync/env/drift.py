@@ -20,10 +20,12 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envsync.env import files
+from envsync.env import files, store
 from envsync.env.files import FileProblem
 from envsync.env.store import EnvRecord
-from envsync.lock.model import Lock, packages_for
+from envsync.errors import DriftError
+from envsync.lock.model import Lock, packages_for, verify
+from envsync.settings import Settings
 
 
 def site_packages(env: Path) -> list[Path]:
@@ -233,6 +235,31 @@ def check(env: EnvRecord, lock: Lock, *, deep: bool = False) -> DriftReport:
         files_checked=checked,
         deep=deep,
     )
+
+
+def check_lock(
+    *, lock: Lock, settings: Settings, python: str | None = None, deep: bool = False
+) -> DriftReport:
+    """How this machine's env of `lock` differs from it; DriftError when there is none yet.
+
+    `python` names the interpreter whose env to check; `deep` rehashes every installed
+    file instead of comparing sizes and mtimes.
+    """
+    verify(lock)
+    key = None
+    if python:
+        from envsync.env import interpreters
+
+        found = interpreters.find(
+            lock.requires_python, request=python, cache=interpreters.cache_file(settings)
+        )
+        key = store.env_key(lock.fingerprint, found.tag)
+    ready = store.ready_envs(settings, lock.fingerprint, key=key)
+    if not ready:
+        raise DriftError(
+            "this machine has no environment for this lock yet", hint="run `envsync sync` to build it"
+        )
+    return check(ready[0], lock, deep=deep)
 
 
 def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tuple[files.Problems, int]:

@@ -81,7 +81,9 @@ def verified_files(
             f"files of {', '.join(bad)} do not match their RECORD: {_files_summary(problems)}",
             hint="the cached copy is corrupted; run again without --offline to download it again",
         )
-    report(ProgressEvent(Phase.REPAIR, f"files of {', '.join(bad)} do not match their RECORD: downloading again"))
+    report(
+        ProgressEvent(Phase.REPAIR, f"files of {', '.join(bad)} do not match their RECORD: downloading again")
+    )
     uninstall(be, env, bad)
     install(be, env, requirements, indexes, settings, len(bad), report, refresh=bad)
     again, still = files.verify(env, drift.dist_infos(env, bad))
@@ -128,6 +130,8 @@ def install(
             report(ProgressEvent(Phase.INSTALL, step.text, None, total))
 
     try:
-        be.install(env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line, refresh=refresh)
+        be.install(
+            env, requirements, indexes=indexes, offline=settings.offline, on_line=on_line, refresh=refresh
+        )
     except ToolError as exc:
         raise be.explain(exc, total) from exc

@@ -9,10 +9,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envsync import proc, uv
 from envsync.errors import InterpreterNotFoundError, ToolError
 from envsync.lock.targets import parse_requires_python, pythons_in_range
+
+if TYPE_CHECKING:
+    from envsync.settings import Settings
 
 # Run by the interpreter itself: the PEP 508 marker values (as packaging's
 # default_environment() computes them) and the tag that names its envs. Standard
@@ -61,6 +65,11 @@ class Interpreter:
     @property
     def minor(self) -> str:
         return ".".join(self.version.split(".")[:2])
+
+
+def cache_file(settings: Settings) -> Path:
+    """Where the interpreter chosen for each requires-python range is remembered."""
+    return settings.state_dir / "interpreters.json"
 
 
 def describe(python: Path, *, timeout: float = 60.0) -> Interpreter:

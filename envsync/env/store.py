@@ -27,20 +27,21 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any
 
 from envsync.env.holds import EnvHold as EnvHold  # re-exported: callers hold envs through the store
 from envsync.env.holds import in_use as in_use
-from envsync.env.installers import env_python
 from envsync.errors import InstallError
 from envsync.fsutil import atomic_write_text
 from envsync.settings import Settings
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 READY = "envsync-ready.json"
 USED = "envsync-used"
@@ -80,6 +81,13 @@ class EnvRecord:
         data.pop("path")
         data["format"] = MARKER_FORMAT
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def env_python(env: Path) -> Path:
+    """The interpreter inside a virtual environment."""
+    if sys.platform == "win32":
+        return env / "Scripts" / "python.exe"
+    return env / "bin" / "python"
 
 
 def env_key(fingerprint: str, tag: str) -> str:
@@ -169,6 +177,8 @@ def locked(
     on_wait: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Hold the env's lock: one process builds, repairs, checks or deletes it at a time."""
+    from filelock import FileLock, Timeout  # not at import: `envsync check` reads without it
+
     lock = FileLock(_lock_path(settings, key))
     try:
         lock.acquire(timeout=0)
@@ -231,6 +241,8 @@ def hold(settings: Settings, path: Path, *, timeout: float = LOCK_TIMEOUT) -> En
 
 def try_lock(settings: Settings, key: str) -> FileLock | None:
     """The key's lock if nobody holds it now (release it when done), else None; never waits."""
+    from filelock import FileLock, Timeout
+
     lock = FileLock(_lock_path(settings, key))
     try:
         lock.acquire(timeout=0)

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from envsync.env import drift, files, installers, interpreters, store
 from envsync.env.install import Phase as Phase
@@ -18,8 +17,7 @@ from envsync.env.install import Progress as Progress
 from envsync.env.install import ProgressEvent as ProgressEvent
 from envsync.env.install import install, quiet, uninstall, verified_files
 from envsync.env.interpreters import Interpreter
-from envsync.errors import DriftError, InstallError, ToolError
-from envsync.formats.requirements import hashed_requirements
+from envsync.errors import InstallError, ToolError
 from envsync.fsutil import atomic_write_text
 from envsync.lock.model import Lock, packages_for, verify
 from envsync.settings import DEFAULT_INDEX, Settings, normalize_index
@@ -73,7 +71,7 @@ def prepare(
                 )
             )
             interp = interpreters.find(
-                lock.requires_python, request=python, cache=interpreter_cache(settings)
+                lock.requires_python, request=python, cache=interpreters.cache_file(settings)
             )
             key = store.env_key(lock.fingerprint, interp.tag)
 
@@ -122,36 +120,14 @@ def _fresh(
     return ReadyEnv(rec, reused=False, installer_ran=True, repaired=(), drift=drift.check(rec, lock))
 
 
-def check(*, lock: Lock, settings: Settings, python: str | None = None, deep: bool = False) -> drift.DriftReport:
-    """How this machine's env of `lock` differs from it; DriftError when there is none yet.
-
-    `deep` rehashes every installed file instead of comparing sizes and mtimes.
-    """
-    verify(lock)
-    key = None
-    if python:
-        found = interpreters.find(lock.requires_python, request=python, cache=interpreter_cache(settings))
-        key = store.env_key(lock.fingerprint, found.tag)
-    ready = store.ready_envs(settings, lock.fingerprint, key=key)
-    if not ready:
-        raise DriftError(
-            "this machine has no environment for this lock yet",
-            hint="run `envsync sync` to build it",
-        )
-    return drift.check(ready[0], lock, deep=deep)
-
-
 def _record_files(rec: store.EnvRecord, lock: Lock, report: Progress) -> None:
     """Give an env built before file records existed its record, when its files match RECORD."""
     report(ProgressEvent(Phase.VERIFY, "recording the files of the environment (once)"))
-    entries, problems = files.verify(rec.path, drift.dist_infos(rec.path, drift.expected(lock, rec.marker_env)))
+    entries, problems = files.verify(
+        rec.path, drift.dist_infos(rec.path, drift.expected(lock, rec.marker_env))
+    )
     if not problems:
         files.write(rec.path, entries)
-
-
-def interpreter_cache(settings: Settings) -> Path:
-    """Where the interpreter chosen for each requires-python range is remembered."""
-    return settings.state_dir / "interpreters.json"
 
 
 def allowed_indexes(lock: Lock, settings: Settings) -> list[str]:
@@ -171,13 +147,17 @@ def _build(
     indexes: list[str],
     report: Progress,
 ) -> store.EnvRecord:
+    from envsync.formats.requirements import hashed_requirements  # a build's own: reuse runs without it
+
     store.clear_key(settings, key)
     be = installers.choose(backend_name or settings.backend)
     path = store.new_env_path(settings, key)
     pkgs = packages_for(lock, interp.marker_env)
     try:
         report(
-            ProgressEvent(Phase.VENV, f"creating a virtual environment with Python {interp.version} ({be.name})")
+            ProgressEvent(
+                Phase.VENV, f"creating a virtual environment with Python {interp.version} ({be.name})"
+            )
         )
         try:
             be.create(path, interp.path)
@@ -241,6 +221,8 @@ def _repair(
     # A distribution with edited or deleted files is removed too and installed again whole.
     gone = (drift.DriftKind.EXTRA, drift.DriftKind.CHANGED, drift.DriftKind.MODIFIED)
     uninstall(be, rec.path, [d.name for d in found.differences if d.kind in gone])
+    from envsync.formats.requirements import hashed_requirements
+
     pkgs = packages_for(lock, rec.marker_env)
     requirements = rec.path / REQUIREMENTS
     atomic_write_text(requirements, hashed_requirements(pkgs))

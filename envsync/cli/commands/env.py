@@ -119,11 +119,11 @@ def _print_drift(app: App, report: DriftReport) -> None:
 
 
 def _check(args: argparse.Namespace, app: App) -> int:
-    from envsync.env.sync import check
+    from envsync.env.drift import check_lock
     from envsync.ops import project
 
     proj = project.load(args.notebook)
-    report = check(lock=project.lock_of(proj), settings=app.settings, deep=args.deep)
+    report = check_lock(lock=project.lock_of(proj), settings=app.settings, deep=args.deep)
     if app.json:
         app.emit_json(report.to_dict())
     elif report.clean:

@@ -48,7 +48,9 @@ def get(name: str) -> Installer:
     """The installer called `name`; UsageError (exit 2) for a name no installer has."""
     make = INSTALLERS.get(name)
     if make is None:
-        raise UsageError(f"unknown installer backend {name!r}", hint=f"choose one of: {', '.join(INSTALLERS)}")
+        raise UsageError(
+            f"unknown installer backend {name!r}", hint=f"choose one of: {', '.join(INSTALLERS)}"
+        )
     return make()
 
 

@@ -9,13 +9,13 @@ install, and what a failure means for the user.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from envsync import proc, rules, tooloutput
+from envsync.env.store import env_python as env_python  # re-exported: installers run the env's Python
 from envsync.errors import InstallError, LockError, ToolError
 
 OnLine = Callable[[str], None]
@@ -69,13 +69,6 @@ class Installer(Protocol):
         ...
 
 
-def env_python(env: Path) -> Path:
-    """The interpreter inside a virtual environment."""
-    if sys.platform == "win32":
-        return env / "Scripts" / "python.exe"
-    return env / "bin" / "python"
-
-
 def check_index_url(url: str) -> str:
     """`url` when it is a plain http(s) URL that cannot end an argument early; LockError otherwise."""
     if not rules.is_index_url(url):
@@ -107,7 +100,9 @@ def run(
     steps there.
     """
     line = on_line or (lambda _line: None)
-    proc.run(argv, timeout=timeout, what=what, on_stderr_line=line, on_stdout_line=line if stdout_too else None)
+    proc.run(
+        argv, timeout=timeout, what=what, on_stderr_line=line, on_stdout_line=line if stdout_too else None
+    )
 
 
 def install_failure(exc: ToolError, installer: str, total: int, *, mismatch: str | None) -> InstallError:
@@ -127,4 +122,6 @@ def install_failure(exc: ToolError, installer: str, total: int, *, mismatch: str
         hint = "the package index could not be reached; check the network and run again (a half-built env is never used)"
     else:
         hint = "run again with --verbose to see the installer's output"
-    return InstallError(f"installing {total} packages with {installer} failed: {exc.message}", hint=hint, detail=text)
+    return InstallError(
+        f"installing {total} packages with {installer} failed: {exc.message}", hint=hint, detail=text
+    )
