@@ -116,8 +116,8 @@ def _fresh(
     report: Progress,
 ) -> ReadyEnv:
     assert interp is not None  # chosen above whenever no ready env was found
-    rec = _build(settings, lock, key, interp, backend, indexes, report)
-    return ReadyEnv(rec, reused=False, installer_ran=True, repaired=(), drift=drift.check(rec, lock))
+    rec, state = _build(settings, lock, key, interp, backend, indexes, report)
+    return ReadyEnv(rec, reused=False, installer_ran=True, repaired=(), drift=state)
 
 
 def _record_files(rec: store.EnvRecord, lock: Lock, report: Progress) -> None:
@@ -146,7 +146,8 @@ def _build(
     backend_name: str | None,
     indexes: list[str],
     report: Progress,
-) -> store.EnvRecord:
+) -> tuple[store.EnvRecord, drift.DriftReport]:
+    """A new env of `lock`, and its drift: none, since every file was just hashed against RECORD."""
     from envsync.formats.requirements import hashed_requirements  # a build's own: reuse runs without it
 
     store.clear_key(settings, key)
@@ -172,11 +173,12 @@ def _build(
         install(be, path, requirements, indexes, settings, len(pkgs), report)
         report(ProgressEvent(Phase.VERIFY, "checking what was installed against the lock"))
         have = drift.installed(path)
-        diffs, _ignored = drift.compare(drift.expected(lock, interp.marker_env), have, seed=seed)
+        want = drift.expected(lock, interp.marker_env)
+        diffs, ignored = drift.compare(want, have, seed=seed)
         if diffs:
             raise InstallError(f"the installed environment does not match the lock: {_summary(diffs)}")
-        want = drift.expected(lock, interp.marker_env)
-        files.write(path, verified_files(be, path, want, requirements, indexes, settings, report))
+        verified = verified_files(be, path, want, requirements, indexes, settings, report)
+        files.write(path, verified)
         rec = store.EnvRecord(
             path=path,
             key=key,
@@ -191,6 +193,14 @@ def _build(
             created=time.time(),
         )
         store.write_ready(rec)
+        state = drift.DriftReport(
+            env=path,
+            fingerprint=lock.fingerprint,
+            python_version=interp.version,
+            differences=(),
+            ignored=ignored,
+            files_checked=files.count(verified),
+        )
     except BaseException as exc:
         # Ctrl-C or a failure: no half env stays behind (after kill -9 the next build clears it).
         store.discard(settings, path)
@@ -201,7 +211,7 @@ def _build(
                 hint="free some disk space or check the permissions of that folder",
             ) from exc
         raise
-    return rec
+    return rec, state
 
 
 def _repair(
