@@ -69,7 +69,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @dataclass
 class LocalIndex:
-    """A PEP 503 simple index served from a folder on 127.0.0.1."""
+    """A PEP 503 simple index served from a folder on 127.0.0.1 (or the address `start` is given)."""
 
     root: Path
     url: str = ""
@@ -106,7 +106,8 @@ class LocalIndex:
             "<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n"
         )
 
-    def start(self) -> LocalIndex:
+    def start(self, host: str = "127.0.0.1") -> LocalIndex:
+        """Serve on `host` (an address of this machine) and a free port; `url` names both."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_pages()
         root = str(self.root)
@@ -115,9 +116,9 @@ class LocalIndex:
             def __init__(self, *a: object, **k: object) -> None:
                 super().__init__(*a, directory=root, **k)  # type: ignore[arg-type]
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
         port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{port}/simple"
+        self.url = f"http://{host}:{port}/simple"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
