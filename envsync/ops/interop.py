@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envsync.errors import EnvsyncError, ResolutionError, UsageError
 from envsync.formats.imported import Imported
@@ -14,6 +15,9 @@ from envsync.lock.targets import TARGETS, pythons_in_range
 from envsync.notebook.file import NotebookFile
 from envsync.ops.project import LockResult, Project, init, requires_python_of
 from envsync.settings import Settings
+
+if TYPE_CHECKING:
+    from envsync.formats.k8s import K8sExport
 
 Progress = Callable[[str], None]
 
@@ -236,6 +240,18 @@ def binder_files(lock: Lock) -> tuple[dict[str, str], list[str]]:
     lost = [f"Binder files cover linux-x86_64 with Python {python} only"
             + (f" (the lock also covers {', '.join(others)})" if others else "")]
     return files, lost
+
+
+def k8s_files(project: Project, lock: Lock, *, registry: str | None = None) -> K8sExport:
+    """Containerfile, requirements, kernelspec and README for gateway_provisioners' KubernetesProvisioner."""
+    from importlib.metadata import version
+
+    from envsync.formats.k8s import export_k8s
+    from envsync.jupyter.kernelspecs import display_name
+
+    m = project.manifest
+    return export_k8s(lock, project=m.project, kernel_name=m.kernel_name, display_name=display_name(m.project, m.requires_python),
+                      notebook=project.path.name, uv_version=version("uv"), registry=registry)
 
 
 def header_drift(project: Project) -> str | None:

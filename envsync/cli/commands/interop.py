@@ -11,6 +11,7 @@ from envsync.cli.app import App
 
 if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
+    from envsync.formats.k8s import K8sExport
     from envsync.ops.project import Project
 
 
@@ -19,17 +20,22 @@ def register(sub: Subcommands, common: Parser) -> None:
     def cmd(name: str, help_: str, description: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=description, parents=[common])
 
-    p = cmd("export", "write the lock as pylock.toml, hashed requirements, Binder files or a PEP 723 block",
+    p = cmd("export", "write the lock as pylock.toml, hashed requirements, Binder or Kubernetes files, or a PEP 723 block",
             "pylock: PEP 751 pylock.toml with each file's URL looked up on the index (uv pip install -r and pip accept it). "
             "requirements: name==version lines with --hash for one platform (default: this machine). "
             "binder: requirements.txt (linux-x86_64, lowest Python) and runtime.txt into the folder -o names. "
+            "k8s: a Containerfile building the linux-x86_64 env with hashes, its requirements.txt, a README and "
+            "kernels/<kernel>/kernel.json for gateway_provisioners' KubernetesProvisioner, into the folder -o names "
+            "(image tag from the lock's fingerprint; docs/scale-out.md). "
             "pep723: the declared dependencies as a `# /// script` block (with -o x.py, written into that script; "
             "with -o x.ipynb, into its juv cell or a new first cell).")
     p.add_argument("notebook", type=Path)
-    p.add_argument("--format", choices=["pylock", "requirements", "binder", "pep723"], default="pylock")
+    p.add_argument("--format", choices=["pylock", "requirements", "binder", "k8s", "pep723"], default="pylock")
     p.add_argument("--environment", metavar="TARGET", help="platform for --format requirements (default: this machine)")
     p.add_argument("--python", metavar="X.Y", help="Python for --format requirements (default: lowest the lock covers)")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout (a folder for binder)")
+    p.add_argument("--registry", metavar="HOST[/PATH]",
+                   help="k8s: the registry the cluster pulls from, put before the image name (e.g. ghcr.io/acme)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here instead of stdout (a folder for binder and k8s)")
     p.set_defaults(handler=_export)
 
     p = cmd("import", "add a manifest from requirements.txt, pyproject.toml, pylock.toml, a PEP 723 script or a juv/marimo notebook",
@@ -73,6 +79,8 @@ def _export(args: argparse.Namespace, app: App) -> int:
             app.warn(line)
         app.say(f"wrote {esc(args.output / 'requirements.txt')} and {esc(args.output / 'runtime.txt')}")
         return 0
+    if args.format == "k8s":
+        return _export_k8s(args, app, interop.k8s_files(proj, lock, registry=args.registry))
     if args.format == "pylock":
         # Export looks files up on each package's index: only on indexes this machine allowed.
         for index in sorted({p.index for p in lock.packages if p.index}):
@@ -87,6 +95,23 @@ def _export(args: argparse.Namespace, app: App) -> int:
         app.say(f"wrote {esc(args.output)}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _export_k8s(args: argparse.Namespace, app: App, export: K8sExport) -> int:
+    """Write every file of the k8s export (all made before the first is written)."""
+    from envsync.cli.views.render import esc
+    from envsync.fsutil import atomic_write_text
+
+    for name, body in export.files.items():
+        target = args.output / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, body)
+        app.say(f"wrote {esc(target)}")
+    for line in export.notes:
+        app.say(f"note: {esc(line)}")
+    app.say(f"next: docker build -t {esc(export.image)} -f {esc(args.output / 'Containerfile')} {esc(args.output)}, "
+            f"push it, and install the kernelspec where Kernel Gateway runs ({esc(args.output / 'README.md')})")
     return 0
 
 
@@ -119,6 +144,12 @@ def _check_export_options(args: argparse.Namespace) -> None:
         raise UsageError("--environment and --python apply to --format requirements only")
     if args.format == "binder" and not args.output:
         raise UsageError("--format binder writes two files: name their folder with -o DIR")
+    if args.format == "k8s" and not args.output:
+        raise UsageError("--format k8s writes a Containerfile, requirements and a kernelspec: name their folder with -o DIR")
+    if args.format in ("binder", "k8s") and args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"-o {args.output} is a file: --format {args.format} writes into a folder")
+    if args.registry is not None and args.format != "k8s":
+        raise UsageError("--registry applies to --format k8s only")
     if args.environment and args.environment not in TARGETS:
         raise UsageError(f"unknown target environment {args.environment!r}", hint=f"choose from: {', '.join(TARGETS)}")
     if args.python and args.python not in KNOWN_PYTHONS:
