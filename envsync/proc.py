@@ -8,9 +8,7 @@ a PID come from `procinfo.py` (re-exported here); a tool's failure text is read 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import io
 import logging
 import os
 import selectors
@@ -31,7 +29,7 @@ from envsync.procinfo import pid_alive as pid_alive
 from envsync.procinfo import running, tree
 from envsync.procinfo import signal_pid as signal_pid
 from envsync.procinfo import start_time as start_time
-from envsync.tooloutput import last_line
+from envsync.tooloutput import LineReader, last_line
 
 if TYPE_CHECKING:
     # Imported where used: psutil costs the CLI's start-up tens of milliseconds.
@@ -90,8 +88,12 @@ def run(
     what: str | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
     on_stdout_line: Callable[[str], None] | None = None,
+    stdin_data: bytes | None = None,
 ) -> Result:
     """Run `command` to completion with a deadline; raise ToolError on failure when `check`.
+
+    `stdin_data`, when given, is written to the command's stdin (then closed) while its output
+    is read, so neither side can block the other.
 
     `on_stderr_line` and `on_stdout_line`, when given, receive each line of that stream as it
     arrives (progress), in the calling thread; the Result still holds all the output.
@@ -105,14 +107,16 @@ def run(
             argv,
             env=child_env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError as exc:
         raise ToolError(f"cannot run {argv[0]}: not found", command=argv) from exc
     try:
-        stdout, stderr = _collect(child, time.monotonic() + timeout, on_stdout_line, on_stderr_line)
+        stdout, stderr = _collect(
+            child, time.monotonic() + timeout, on_stdout_line, on_stderr_line, stdin_data
+        )
     except subprocess.TimeoutExpired:
         _stop_tree(child, interrupt_timeout=0, terminate_timeout=3)
         raise ToolError(f"{what or argv[0]} did not finish within {timeout:.0f} s", command=argv) from None
@@ -135,44 +139,41 @@ def run(
     return Result(argv, returncode, stdout, stderr)
 
 
-class _Text:
-    """Bytes from one pipe decoded as text mode would (UTF-8, `\\r\\n` and `\\r` read as `\\n`)."""
-
-    def __init__(self) -> None:
-        self._decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"), True)
-        self._parts: list[str] = []
-        self._partial = ""
-
-    def feed(self, data: bytes, final: bool = False) -> list[str]:
-        """Take `data` in; return the lines it completed (without their newline)."""
-        text = self._decoder.decode(data, final)
-        self._parts.append(text)
-        *lines, self._partial = (self._partial + text).split("\n")
-        if final and self._partial:
-            lines.append(self._partial)
-        return lines
-
-    def text(self) -> str:
-        return "".join(self._parts)
-
-
 def _collect(
     child: subprocess.Popen[bytes],
     deadline: float,
     on_out: Callable[[str], None] | None,
     on_err: Callable[[str], None] | None,
+    feed: bytes | None = None,
 ) -> tuple[str, str]:
-    """Read both pipes until they close and the child exits; raise TimeoutExpired past `deadline`."""
+    """Read both pipes (and write `feed` to stdin) until they close and the child exits.
+
+    Raises TimeoutExpired past `deadline`.
+    """
     assert child.stdout is not None and child.stderr is not None
-    out, err = _Text(), _Text()
+    out, err = LineReader(), LineReader()
+    pending = memoryview(feed or b"")
     with selectors.DefaultSelector() as selector:
         selector.register(child.stdout, selectors.EVENT_READ, (out, on_out))
         selector.register(child.stderr, selectors.EVENT_READ, (err, on_err))
+        if child.stdin is not None:
+            os.set_blocking(child.stdin.fileno(), False)
+            selector.register(child.stdin, selectors.EVENT_WRITE, None)
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise subprocess.TimeoutExpired(child.args, 0)
             for key, _ in selector.select(remaining):
+                if key.data is None:  # stdin is writable
+                    try:
+                        pending = pending[os.write(key.fd, pending[:_CHUNK]) :]
+                    except BrokenPipeError:
+                        pending = pending[:0]  # the command stopped reading: its exit says why
+                    if not pending:
+                        selector.unregister(key.fileobj)
+                        assert child.stdin is not None  # registered only when piped
+                        child.stdin.close()
+                    continue
                 data = os.read(key.fd, _CHUNK)
                 if not data:
                     selector.unregister(key.fileobj)

@@ -1,8 +1,10 @@
 """Reading what a tool wrote when it failed: its reason in one line, and whether the
-network or the package index was out of reach."""
+network or the package index was out of reach; a tool's output decoded line by line."""
 
 from __future__ import annotations
 
+import codecs
+import io
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -31,3 +33,24 @@ def looks_unreachable(text: str) -> bool:
     """Does a tool's output say the network or the index could not be reached?"""
     lower = text.lower()
     return any(s in lower for s in _UNREACHABLE)
+
+
+class LineReader:
+    """Bytes from one pipe decoded as text mode would (UTF-8, `\\r\\n` and `\\r` read as `\\n`)."""
+
+    def __init__(self) -> None:
+        self._decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")("replace"), True)
+        self._parts: list[str] = []
+        self._partial = ""
+
+    def feed(self, data: bytes, final: bool = False) -> list[str]:
+        """Take `data` in; return the lines it completed (without their newline)."""
+        text = self._decoder.decode(data, final)
+        self._parts.append(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        if final and self._partial:
+            lines.append(self._partial)
+        return lines
+
+    def text(self) -> str:
+        return "".join(self._parts)

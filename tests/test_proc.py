@@ -313,3 +313,18 @@ def test_stdout_lines_reach_their_own_callback_as_they_arrive() -> None:
     assert failed.value.stderr == "".join(f"{line}\n" for line in err)
     both = proc.run([PYTHON, "-c", "print('out')"], timeout=DEADLINE, on_stdout_line=out.append)
     assert both.stdout == "out\n" and out[-1] == "out"
+
+
+def test_input_is_written_while_the_output_is_read_so_neither_side_blocks() -> None:
+    # 3 MB each way: far more than a pipe holds, so writing all first would block for ever.
+    r = proc.run(
+        [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"],
+        stdin_data=b"x" * 3_000_000,
+        timeout=30,
+    )
+    assert len(r.stdout) == 3_000_000
+
+
+def test_a_command_that_reads_no_input_still_finishes_with_its_own_exit() -> None:
+    r = proc.run(["sh", "-c", "exit 3"], stdin_data=b"y" * 1_000_000, check=False, timeout=30)
+    assert r.returncode == 3

@@ -15,6 +15,7 @@ from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment envsync gives its own children, with PYTHONPATH at this checkout, plus `extra`."""
     return proc.clean_env({"PYTHONPATH": str(REPO), **extra})
