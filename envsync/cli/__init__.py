@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from envsync import __version__
 from envsync.cli.app import App, Parser
-from envsync.cli.commands import env, gateway, manifest
+from envsync.cli.commands import env, gateway, hosts, manifest
 from envsync.errors import EXIT_INTERRUPTED, EXIT_USAGE, EnvsyncError
 
 DESCRIPTION = """\
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.register(sub, common)
     env.register(sub, common)
     gateway.register(sub, common)
+    hosts.register(sub, common)
     return parser
 
 
