@@ -71,9 +71,11 @@ class SshOptions:
     connect_timeout: int = CONNECT_TIMEOUT
 
     def check(self) -> SshOptions:
-        for what, path in (("--ssh-key", self.key), ("--ssh-config", self.config)):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{what} {path}: no such file")
+        if self.key is not None and not self.key.is_file():
+            raise UsageError(f"--ssh-key {self.key}: no such file")
+        # `-F /dev/null` (no config at all) is a common choice: any existing path will do.
+        if self.config is not None and not self.config.exists():
+            raise UsageError(f"--ssh-config {self.config}: no such file")
         return self
 
 

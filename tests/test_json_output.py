@@ -122,6 +122,10 @@ def environment_commands(out: Outputs, nb: Path) -> None:
     out.run("kernels list")
     out.run("envs list")
     out.run("envs gc", "--older-than", "0", "--dry-run")
+    # No host answers on port 9 here: each host is reported, left out, in the same JSON (exit 3 and 1).
+    unreachable = ("--hosts", "nobody@127.0.0.1:9", "--ssh-config", "/dev/null")
+    out.run("hosts check", nb, *unreachable, code=3)
+    out.run("hosts prepare", nb, *unreachable, code=1)
 
 
 @contextlib.contextmanager
