@@ -157,7 +157,9 @@ class EnvsyncSSHProvisioner(DistributedProvisioner):  # type: ignore[misc]
                 if status != 0:
                     said = (out.strip().splitlines() or ["(no output)"])[-1]
                     raise HostRefused(f"`{shlex.join(host.precheck)}` exited {status}: {said}")
-            exports = {k: str(v) for k, v in env.items() if k.startswith("KERNEL_") and k.isidentifier()}
+            # Client KERNEL_* names that are not plain shell names are left out, not refused.
+            named = {k: v for k, v in env.items() if k.startswith("KERNEL_") and remote_ssh.is_env_name(k)}
+            exports = {k: str(v) for k, v in named.items()}
             exports.update({k: str(v) for k, v in (self.kernel_spec.env or {}).items()})
             exports[remote_ssh.HOST_ENV] = host.target
             if host.pythonpath:

@@ -34,6 +34,11 @@ HOST_ENV = "KERNEL_ENVSYNC_HOST"  # the kernel learns the host entry it runs on
 KILL_GRACE = 2  # seconds between SIGTERM and SIGKILL on the remote host
 
 
+def is_env_name(name: str) -> bool:
+    """True for a name the remote shell can export (ASCII letters, digits, underscore)."""
+    return _NAME.fullmatch(name) is not None
+
+
 class HostConfigError(ValueError):
     """A host entry of the provisioner's config is malformed."""
 
