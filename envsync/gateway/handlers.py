@@ -35,7 +35,7 @@ else:
 _log = logging.getLogger("envsync.gateway.errors")
 _RESOURCE = re.compile(r"logo-[\w-]+\.(?:png|svg)|kernel\.(?:js|css)")
 _PUBLIC_SPEC = ("display_name", "language", "interrupt_mode")
-_PUBLIC_ENVSYNC = ("fingerprint", "project")
+_PUBLIC_ENVSYNC = ("fingerprint", "project", "hosts")  # hosts: a kernelspec whose kernels run elsewhere
 ERROR_MESSAGE = "the gateway could not handle this request; its log has the details under this error id"
 
 

@@ -158,17 +158,21 @@ def prepare(
     settings: Settings,
     *,
     build: bool = True,
+    repair: bool = False,
     on_step: Callable[[ssh.Target, str], None] | None = None,
     launcher_files: dict[str, str] | None = None,
 ) -> list[HostState]:
-    """Make every host ready (`build`) or only ask how its env compares (`build=False`), in parallel."""
+    """Make every host ready (`build`) or only ask how its env compares (`build=False`), in parallel.
+
+    A host's env that differs from the lock is left as it is and reported, unless `repair`.
+    """
     packed = tool(launcher_files)
     lock = project.manifest.lock
     indexes = list(dict.fromkeys(p.index or DEFAULT_INDEX for p in lock.packages)) if lock else []
     index = indexes[0] if indexes else DEFAULT_INDEX
     allowed = " ".join(u for u in indexes if u != DEFAULT_INDEX and settings.index_allowed(u))
     say = on_step or (lambda _t, _s: None)
-    name = f"{project.manifest.project}-{hashlib.sha256(notebook_bytes).hexdigest()[:16]}"
+    name = remote_notebook_name(project.manifest.project, notebook_bytes)
 
     def one(target: ssh.Target) -> HostState:
         start = time.monotonic()
@@ -176,7 +180,7 @@ def prepare(
             say(target, "installing envsync" if build else "checking")
             folder = _install(target, options, packed, index)
             say(target, "building or reusing the environment" if build else "checking the environment")
-            argv = ["sync", "--json"] if build else ["check", "--json"]
+            argv = (["sync", "--json", *(["--repair"] if repair else [])]) if build else ["check", "--json"]
             data = _remote_json(target, options, packed, name, allowed, argv, notebook_bytes)
         except ToolError as exc:
             return HostState(target, ok=False, reason=exc.message, seconds=time.monotonic() - start)
@@ -184,6 +188,11 @@ def prepare(
 
     with ThreadPoolExecutor(max_workers=min(8, len(targets)) or 1) as pool:
         return list(pool.map(one, targets))
+
+
+def remote_notebook_name(project: str, notebook: bytes) -> str:
+    """The notebook's file name on a host (without `.ipynb`): the project and the content's hash."""
+    return f"{project}-{hashlib.sha256(notebook).hexdigest()[:16]}"
 
 
 def _install(target: ssh.Target, options: ssh.SshOptions, packed: Tool, index: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.hostnotebook import Setup, locked_notebook
 from tests.support.hosts import Host, HostsUnavailable, check_prerequisites, leftovers, ssh_hosts
 from tests.wheelhouse import LocalIndex
 
@@ -54,3 +55,10 @@ def host_index(hosts: list[Host], tmp_path_factory: pytest.TempPathFactory) -> I
     index.start(host=hosts[0].gateway)
     yield index
     index.stop()
+
+
+@pytest.fixture(scope="session")
+def setup(hosts: list[Host], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """A notebook locked (ipykernel) against real wheels served on the hosts' gateway address."""
+    with locked_notebook(hosts, tmp_path_factory.mktemp("hosts-nb")) as made:
+        yield made

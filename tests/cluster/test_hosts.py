@@ -9,120 +9,14 @@ gets envsync installed by `hosts prepare`, builds the env as its own user, and a
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from envsync.ops.hosts import LAUNCHER_DEPENDENCIES, TOOL_DEPENDENCIES
-from tests.support.hostindex import download_wheels, serve_wheels
-from tests.support.hosts import Host, ssh
-from tests.support.processes import child_env
+from tests.support.hostnotebook import Setup, by_host, envsync, on_hosts
+from tests.support.hosts import ssh
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.network]
-
-
-@dataclass(frozen=True)
-class Setup:
-    notebook: Path
-    env: dict[str, str]
-    ssh_config: Path
-    fingerprint: str
-    hosts: list[Host]
-
-    @property
-    def targets(self) -> str:
-        return ",".join(h.target for h in self.hosts)
-
-
-def envsync(setup: Setup, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "envsync", *args],
-        env=setup.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="module")
-def setup(hosts: list[Host], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    work = tmp_path_factory.mktemp("hosts-nb")
-    pins = [f"{d}=={importlib.metadata.version(d)}" for d in (*TOOL_DEPENDENCIES, "ipykernel")]
-    wheels = work / "wheels"
-    wheels.mkdir()
-    # ipykernel's macOS and Windows dependencies are part of the lock's resolution, though never installed here.
-    for folder in (
-        download_wheels([*pins, *LAUNCHER_DEPENDENCIES]),
-        download_wheels(["appnope", "colorama", "cffi"]),
-    ):
-        for wheel in folder.glob("*.whl"):
-            (wheels / wheel.name).symlink_to(wheel)
-    index = serve_wheels(wheels, work / "index", hosts[0].gateway)
-    try:
-        env = child_env(ENVSYNC_HOME=str(work / "home"), ENVSYNC_ALLOWED_INDEXES=index.url)
-        config = work / "ssh_config"
-        config.write_text(
-            "".join(
-                f"Host {h.address}\n  IdentityFile {h.key}\n  UserKnownHostsFile {h.known_hosts_file}\n"
-                "  StrictHostKeyChecking yes\n  KexAlgorithms curve25519-sha256\n"
-                for h in hosts
-            )
-        )
-        nb = work / "remote.ipynb"
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "envsync",
-                "init",
-                str(nb),
-                "--python",
-                "3.11",
-                "--environment",
-                "linux-x86_64",
-                "--index",
-                index.url,
-                "--json",
-                f"ipykernel=={importlib.metadata.version('ipykernel')}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert made.returncode == 0, made.stderr
-        lock = json.loads(nb.read_text())["metadata"]["envsync"]["lock"]
-        yield Setup(nb, env, config, lock["tool"]["envsync"]["fingerprint"], hosts)
-    finally:
-        index.stop()
-
-
-def on_hosts(
-    setup: Setup, action: str, *extra: str, hosts: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`envsync hosts ACTION NB --hosts ... --ssh-config ... EXTRA`."""
-    targets = hosts or setup.targets
-    return envsync(
-        setup,
-        "hosts",
-        action,
-        str(setup.notebook),
-        "--hosts",
-        targets,
-        "--ssh-config",
-        str(setup.ssh_config),
-        *extra,
-    )
-
-
-def by_host(out: str) -> dict[str, dict[str, object]]:
-    return {h["host"]: h for h in json.loads(out)["hosts"]}
 
 
 def test_prepare_builds_the_locked_env_on_every_host_and_a_second_run_reuses_it(setup: Setup) -> None:
@@ -166,8 +60,11 @@ def test_check_matches_then_names_a_tampered_host_with_exit_3(setup: Setup) -> N
     assert states[setup.hosts[0].target]["drift"]["clean"]  # type: ignore[index]
     drift = states[victim.target]["drift"]
     assert not drift["clean"] and [d["name"] for d in drift["differences"]] == ["ipykernel"]  # type: ignore[index]
-    repaired = ssh(victim, f"sed -i '$ d' {env_dir}/lib/python3.11/site-packages/ipykernel/__init__.py")
-    assert repaired.returncode == 0
+    # Left as it is by a plain prepare (the host is not ready), brought back by --repair.
+    assert on_hosts(setup, "prepare", "--json").returncode == 3
+    repaired = on_hosts(setup, "prepare", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert all(s["drift"]["clean"] for s in by_host(repaired.stdout).values())  # type: ignore[index]
 
 
 def test_a_host_that_cannot_be_reached_is_left_out_with_the_reason(setup: Setup) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envsync.cli.app import App
+from envsync.cli.commands import hosts
 from envsync.cli.views.render import esc
 from envsync.env import installers
 from envsync.gateway.spec import DEFAULT_MAX_KERNELS
@@ -81,6 +82,7 @@ def register(sub: Subcommands, common: Parser) -> None:
     p.add_argument(
         "--json", action="store_true", help="print one JSON line (url, token, connection, kernel, fingerprint, pid) when ready"
     )
+    hosts.ssh_arguments(p)
     p.set_defaults(handler=_launch)
 
     p = sub.add_parser("status", parents=[common], help="list running gateways (notebook, project, URL, kernels)")
@@ -128,27 +130,34 @@ def _launch(args: argparse.Namespace, app: App) -> int:
         backend=args.backend,
         lock_updates=LockUpdates(args.lock_updates or ("ask" if _stdin_is_terminal() else "refuse")),
     )
+    if args.hosts:
+        return hosts.launch_on_hosts(args, app, request, stopping=_stopping)
     hooks = LaunchHooks(
         relock_progress=app.progress("uv: "),
         syncing=lambda: _sync_view(app),
         notice=lambda notice: _show_notice(app, notice),
         starting=lambda kernel: app.say(f"starting Kernel Gateway for [bold]{esc(kernel)}[/] …"),
     )
-    with launch(request, settings=app.settings, hooks=hooks) as info:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        # Closing the terminal sends SIGHUP: stop as cleanly as for Ctrl-C.
-        previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
-        try:
-            _show_ready(app, info)
-            _serve(app, info, args.notebook)
-        except (KeyboardInterrupt, _Terminated):
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGHUP, previous_hup)
-            app.say("stopping kernels and the gateway …")
+    with launch(request, settings=app.settings, hooks=hooks) as info, _stopping(app):
+        _show_ready(app, info)
+        _serve(app, info, args.notebook)
     app.say("stopped")
     return 0
+
+
+@contextlib.contextmanager
+def _stopping(app: App) -> Iterator[None]:
+    """Until the block ends or Ctrl-C, SIGTERM or SIGHUP (a closed terminal) arrives; then say so."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_hup = signal.signal(signal.SIGHUP, _on_sigterm)
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
+        app.say("stopping kernels and the gateway …")
 
 
 def _stdin_is_terminal() -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ from envsync.errors import EXIT_DRIFT
 if TYPE_CHECKING:
     from envsync.cli.app import Parser, Subcommands
     from envsync.ops.hosts import HostState
+    from envsync.ops.launch import LaunchRequest
     from envsync.ops.project import Project
     from envsync.ssh import SshOptions, Target
 
@@ -70,6 +74,10 @@ def register(sub: Subcommands, common: Parser) -> None:
         a = hs.add_parser(name, parents=[common], help=help_, description=description, epilog=EPILOG)
         a.add_argument("notebook", type=Path)
         ssh_arguments(a)
+        if name == "prepare":
+            a.add_argument(
+                "--repair", action="store_true", help="bring a host's drifted environment back to the lock"
+            )
         a.add_argument("--json", action="store_true")
         a.set_defaults(handler=_prepare if name == "prepare" else _check)
 
@@ -102,6 +110,7 @@ def run_on_hosts(args: argparse.Namespace, app: App, *, build: bool) -> tuple[Pr
         options,
         app.settings,
         build=build,
+        repair=bool(getattr(args, "repair", False)),
         on_step=None if app.json else step,
         launcher_files=files,
     )
@@ -163,3 +172,40 @@ def _state_text(s: HostState, fingerprint: str) -> str:
         kinds = sorted({f"{d.get('name')} {d.get('kind')}" for d in s.drift.get("differences", [])})
         return f"[magenta]differs: {esc(', '.join(kinds))}[/]"
     return "[green]in sync[/]"
+
+
+def launch_on_hosts(
+    args: argparse.Namespace,
+    app: App,
+    request: LaunchRequest,
+    *,
+    stopping: Callable[[App], contextlib.AbstractContextManager[None]],
+) -> int:
+    """`launch --hosts`: make the hosts ready, serve their kernels, wait for Ctrl-C or the gateway's end."""
+    from envsync.ops.launch_hosts import launch_on_hosts as launch
+
+    targets, options = targets_and_options(args)
+
+    def step(target: Target, what: str) -> None:
+        app.say(f"[dim]{esc(target)}: {esc(what)}[/]")
+
+    with launch(
+        request, targets, options, settings=app.settings,
+        notice=lambda n: app.warn(n.message), on_step=None if app.json else step,
+    ) as info, stopping(app):  # fmt: skip
+        if app.json:
+            app.emit_json(info.to_dict())
+        else:
+            for state in info.left_out:
+                app.warn(f"{state.target} is left out: {state.reason or 'its env differs from the lock'}")
+            hosts_text = ", ".join(f"{s.target} (Python {s.python_version})" for s in info.ready)
+            app.say(f"kernels run on {len(info.ready)} hosts: {esc(hosts_text)}")
+            app.stdout.write(f"Kernel Gateway ready: {info.url}  token: {info.token}\n")
+            app.stdout.write(f"Editor connection: {info.connection}\n")
+            app.stdout.flush()
+            app.say("[dim]Ctrl-C stops the gateway and every kernel on every host[/]")
+        while info.gateway.process is None or info.gateway.process.poll() is None:
+            time.sleep(0.5)
+        app.say("the gateway stopped")
+    app.say("stopped")
+    return 0
