@@ -352,3 +352,46 @@ def test_record_rows_outside_site_packages_are_kept_inside_the_env_and_the_rest_
         ("bin/demo-tool", h, 40),
         (f"{site}/demo/with, comma.py", h, 7),
     ]
+
+
+def test_cached_files_hashed_once_are_not_read_again_until_one_of_them_changes(
+    tmp_path: Path, local_index: LocalIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "uv-cache"
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    lock = make_lock(local_index)
+    settings = settings_at(tmp_path / "home", local_index.url)
+    hashed: list[str] = []
+    real = files._hash_file
+
+    def counting(path: str) -> tuple[str, os.stat_result] | None:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(files, "_hash_file", counting)
+
+    def build(**kw: object) -> SyncResult:
+        hashed.clear()
+        return sync(lock=lock, project="demo", notebook=Path("a.ipynb"), settings=settings, **kw)  # type: ignore[arg-type]
+
+    def modules(result: SyncResult) -> list[str]:
+        return [p for p in hashed if p.startswith(f"{_site(result.env)}/alpha/")]
+
+    first = build()
+    assert modules(first) and any(p.startswith(str(cache)) for p in hashed)  # copies and their sources
+    store.discard(settings, first.env)
+    second = build()
+    assert second.env != first.env and second.drift.clean
+    assert modules(second) == []  # copied from sources hashed by the first build
+    # A source changed in place, its size and mtime put back: its ctime still tells.
+    original = _module(second).read_bytes()
+    [entry] = _cached_copies(original, cache)
+    st = entry.stat()
+    entry.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+    store.discard(settings, second.env)
+    events: list[ProgressEvent] = []
+    third = build(progress=events.append)
+    assert modules(third)
+    assert any(e.phase == "repair" and "alpha" in e.message for e in events)
+    assert _module(third).read_bytes() == original and third.drift.clean

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from envsync.env import drift, files
+from envsync.env import cachememo, drift, files
+from envsync.env.cachememo import CacheMemo
 from envsync.env.installers import Installer
 from envsync.errors import InstallError, ToolError
 from envsync.settings import Settings
@@ -72,7 +73,8 @@ def verified_files(
     and hashed again; InstallError when it still does not match.
     """
     report(ProgressEvent(Phase.VERIFY, "hashing the installed files against their RECORD"))
-    entries, problems = files.verify(env, drift.dist_infos(env, names))
+    memo = CacheMemo(settings.state_dir / cachememo.FILE, be.cache_dir())
+    entries, problems = files.verify(env, drift.dist_infos(env, names), memo)
     if not problems:
         return entries
     bad = sorted(problems)

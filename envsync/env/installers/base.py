@@ -68,6 +68,10 @@ class Installer(Protocol):
         """This tool's failed install as one line a user can act on."""
         ...
 
+    def cache_dir(self) -> Path | None:
+        """Where this tool keeps unpacked wheels it copies into envs (`cachememo`); None: no such cache."""
+        ...
+
 
 def check_index_url(url: str) -> str:
     """`url` when it is a plain http(s) URL that cannot end an argument early; LockError otherwise."""

@@ -94,6 +94,9 @@ class PipInstaller:
             stdout_too=True,
         )
 
+    def cache_dir(self) -> Path | None:
+        return None  # pip unpacks each wheel anew: every file is hashed after the install
+
     def uninstall(self, env: Path, names: Sequence[str], *, on_line: OnLine | None = None) -> None:
         if names:
             run(

@@ -107,6 +107,15 @@ class UvInstaller:
             on_line=on_line,
         )
 
+    def cache_dir(self) -> Path | None:
+        """uv's cache folder, as uv itself reports it (`uv cache dir`); None when uv cannot say."""
+        try:
+            out = proc.run([*uv.command("cache", "dir", binary=self.binary)], timeout=VENV_TIMEOUT, what="uv cache dir")
+        except ToolError:
+            return None
+        path = Path(out.stdout.strip())
+        return path if out.stdout.strip() and path.is_dir() else None
+
     def uninstall(self, env: Path, names: Sequence[str], *, on_line: OnLine | None = None) -> None:
         if names:
             run(
