@@ -10,58 +10,79 @@ WHY: dict[tuple[str, str, str], str] = {
         "envsync copies every file into the env (`--link-mode copy`) and then hashes each against its "
         "wheel's RECORD, so an edit in one env can never reach uv's cache or another env. Hard links cost "
         "no copying and no disk. Closing it: reflinks (`--link-mode clone`) on a filesystem that has them "
-        "(btrfs, XFS, APFS) copy in constant time; on ext4 the copy is the price of owning the files."),
+        "(btrfs, XFS, APFS) copy in constant time; on ext4 the copy is the price of owning the files."
+    ),
     ("build", "envsync_sync", "uv_copy"): (
-        "beyond uv's own copying install, envsync hashes every installed file against RECORD (the "
-        "integrity check `envsync check --deep` relies on), writes the file record, the ready marker, "
-        "the kernelspec and the history record (each fsynced), and starts its own process. A profile of "
-        "one build (9.4 s) put 6.1 s in the uv commands it runs and 2.8 s in the RECORD check; the same "
-        "`uv pip sync --link-mode copy` run alone took 4.0 s and then 9.7 s back to back on this machine, "
-        "so the copy's cost swings with the disk's write-back, and the medians here may flatter uv. "
-        "Closing it: hashing while uv copies (files as they land) instead of after, hashing in a process "
-        "pool, and finding why uv's copy inside a build is slower than alone."),
+        "beyond uv's own copying install, envsync checks every installed file against its wheel's RECORD "
+        "(a copy of a uv cache file that was hashed before and is unchanged since, same device, inode, size, "
+        "mtime and ctime, costs two stats; any other file is hashed), writes the file record, the ready "
+        "marker, the kernelspec and the history record (each fsynced) and starts its own process: about "
+        "1 s in all in a timed build (0.7 s after uv's install, 0.3 s before it). The rest of the gap is the copy itself, which this disk "
+        "makes swing: the same `uv venv` + `uv pip sync --link-mode copy` took 3.9 s, 7.7 s and 10.9 s back "
+        "to back, and uv's own `Installed 43 packages in` line said 11.0 s inside one envsync build and "
+        "10.2 s for the same command alone right after it. Not explained yet: why the copy inside envsync's "
+        "build is slower in every round of this table. Closing it: time each variant from a flushed disk "
+        "with its own write-back counted, and profile uv inside a build (the background bytecode compile of "
+        "the previous build writes a .pyc file for every module)."
+    ),
     ("build", "envsync_sync", "juv_venv"): (
-        "`juv venv` takes uv's hard links and checks no file: see the row against uv's hard links."),
+        "`juv venv` takes uv's hard links and checks no file: see the row against uv's hard links."
+    ),
     ("build", "envsync_sync_pip", "pip_no_bytecode"): (
         "the pip backend runs pip as pip's own default does (bytecode compiled), then hashes every file "
-        "against RECORD as the uv backend does."),
+        "against RECORD as the uv backend does."
+    ),
     ("build", "envsync_sync_pip", "pip_bytecode"): (
         "the pip backend runs the same pip install, then hashes every file against RECORD and writes "
-        "the file record; the uv backend is the fast path."),
+        "the file record; the uv backend is the fast path."
+    ),
     ("commands", "envsync_check", "envsync_help"): (
         "`check` imports the lock model, the store and packaging's markers (about 60-90 ms of imports "
-        "`--help` never needs) and stats every recorded file (about 12,000 here, 50-60 ms: the loop is "
-        "bound by the stat calls). Closing it: a lighter import path for `check` (the lock model without "
-        "packaging's specifier machinery), and stats spread over threads while the imports run."),
+        "`--help` never needs), imports rich to print its one line (about 30 ms) and stats every recorded "
+        "file (about 12,000 here, 50-60 ms: the loop is bound by the stat calls, and threads made it slower). "
+        "Closing it: plain text for output that reaches no terminal, the lock model without packaging's "
+        "specifier machinery. The stat loop alone is more than half of `--help`'s whole time, so 1.6x is out "
+        "of reach while every file is checked at every run; directory mtimes cannot stand in for it, since "
+        "an edit in place does not change them."
+    ),
     ("commands", "envsync_sync_reuse", "envsync_help"): (
         "`sync` on a built env does the same file check as `check`, then writes the kernelspec and the "
-        "history record (fsynced). Closing it: as for `check`, and skipping writes whose content is unchanged."),
+        "history record (fsynced). Closing it: as for `check`, and skipping writes whose content is unchanged."
+    ),
     ("commands", "envsync_check", "pip_freeze"): (
         "`envsync check` compares every file's size and mtime too, where `pip freeze` reads names and "
-        "versions only."),
+        "versions only."
+    ),
     ("commands", "envsync_check", "pip_check"): (
         "`envsync check` compares every file's size and mtime too, where `pip check` reads dependency "
-        "metadata only."),
+        "metadata only."
+    ),
     ("kernels", "envsync_first", "pip_first"): (
         "pip compiles every module to bytecode while installing. envsync builds without it; `launch` "
         "compiles what a kernel start imports before the gateway starts, and the rest of the env is "
-        "compiled by a background process that runs only when a CPU is idle."),
+        "compiled by a background process that runs only when a CPU is idle."
+    ),
     ("kernels", "envsync_later", "pip_later"): (
         "right after a build the background compile still shares the disk and the CPUs; the rows "
         "`envsync_settled` and `kernelgateway_same_env` show a settled env behind envsync's gateway and "
-        "behind a bare Kernel Gateway."),
+        "behind a bare Kernel Gateway."
+    ),
     ("launch", "envsync_launch", "marimo_sandbox"): (
         "marimo's editor server answers `GET /` before any kernel process exists; envsync's launch checks "
         "the env against its lock first (every file's size and mtime) and starts Kernel Gateway, whose "
-        "imports (tornado, jupyter_server) are most of its start."),
+        "imports (tornado, jupyter_server) are most of its start."
+    ),
     ("launch", "envsync_launch", "juv_run"): (
         "juv starts JupyterLab through `uv run`, with uv's hard links; envsync checks the env's files and "
-        "starts Kernel Gateway."),
+        "starts Kernel Gateway."
+    ),
     ("launch", "envsync_launch", "kernelgateway"): (
         "a bare Kernel Gateway serves its own interpreter's kernel; envsync reads and checks the "
-        "manifest, checks the env and writes a kernelspec first."),
+        "manifest, checks the env and writes a kernelspec first."
+    ),
     ("launch", "envsync_launch", "python_m_kernel_gateway"): (
-        "as for `jupyter kernelgateway`: the same server without the `jupyter` launcher."),
+        "as for `jupyter kernelgateway`: the same server without the `jupyter` launcher."
+    ),
 }
 
 SUBJECTS = {
@@ -112,6 +133,7 @@ def slower(result: dict[str, Any], rows: dict[tuple[str, str], dict[str, Any]]) 
 
 def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     """Where a whole `envsync check` goes, from this run's own rows."""
+
     def ms(key: str) -> float | None:
         row = rows.get(("commands", key))
         return row["median_s"] * 1000 if row else None
@@ -123,7 +145,11 @@ def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     assert floor is not None and help_ is not None and imports is not None
     assert load is not None and stat is not None and check is not None
     rest = check - imports - load - stat
-    rest_text = f"{rest:.0f} ms" if rest >= 0 else "nothing measurable (the parts' medians add up to more than the whole)"
+    rest_text = (
+        f"{rest:.0f} ms"
+        if rest >= 0
+        else "nothing measurable (the parts' medians add up to more than the whole)"
+    )
     return (
         f" In this run: the interpreter alone {floor:.0f} ms, `--help` {help_:.0f} ms, importing what `check` "
         f"imports {imports:.0f} ms ({imports - help_:.0f} ms more than `--help`), reading the file record "
@@ -134,11 +160,17 @@ def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
 
 def kernel_breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     """How much of the kernels' gap is the first start (bytecode) and how much each start behind the gateway."""
+
     def s(key: str) -> float | None:
         row = rows.get(("kernels", key))
         return row["median_s"] if row else None
 
-    first, later, pip_first, pip_later = s("envsync_first"), s("envsync_later"), s("pip_first"), s("pip_later")
+    first, later, pip_first, pip_later = (
+        s("envsync_first"),
+        s("envsync_later"),
+        s("pip_first"),
+        s("pip_later"),
+    )
     settled, bare = s("envsync_settled"), s("kernelgateway_same_env")
     if None in (first, later, pip_first, pip_later, settled, bare):
         return ""
