@@ -15,13 +15,12 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from envsync.cli import build_parser, main
+from envsync.cli import build_parser
 from envsync.errors import ConcurrentModificationError
 from envsync.notebook import file as notebook
 from envsync.settings import Settings
@@ -32,6 +31,7 @@ from tests.manifests import (
     refresh_fingerprint,
     tamper_first_hash,
 )
+from tests.support.cli import envsync
 from tests.wheelhouse import LocalIndex, standard_index
 
 VENV_BIN = Path(sys.executable).parent
@@ -41,24 +41,6 @@ DOCUMENTED_ERROR_CODES = {1, 2, 3}
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.startswith("ERROR")]
-
-
-def envsync(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def jupyter_bytes(nb: Any) -> bytes:
@@ -278,7 +260,7 @@ def test_init_refuses_a_notebook_that_already_has_a_manifest(
     before = nb.read_bytes()
     r = envsync(capsys, "init", nb, "beta", "--index", local_index.url)
     assert r.code == 1
-    assert r.error_lines == [f"ERROR {nb} already has an envsync manifest (project 'analysis')"]
+    assert r.errors == [f"ERROR {nb} already has an envsync manifest (project 'analysis')"]
     assert nb.read_bytes() == before
 
 
@@ -347,7 +329,7 @@ def test_lock_check_exits_3_when_dependencies_change_without_network(
     before = path.read_bytes()
     r = envsync(capsys, "lock", path, "--check")
     assert r.code == 3
-    assert r.error_lines == [
+    assert r.errors == [
         f"ERROR the lock in {path} is stale: dependencies, Python range, targets or index changed since it was made"
     ]
     assert f"hint: run `envsync lock {path}`" in r.err
@@ -491,7 +473,7 @@ def test_lock_with_a_tampered_hash_but_the_old_fingerprint_is_refused(
     for argv in (("diff", nb, tampered), ("show", tampered), ("lock", tampered, "--check")):
         r = envsync(capsys, *argv)
         assert r.code == 1, argv
-        assert r.error_lines == [
+        assert r.errors == [
             "ERROR lock fingerprint does not match its packages: it was edited by hand or tampered with"
         ]
         assert "Traceback" not in r.err
@@ -726,8 +708,8 @@ def test_error_is_one_error_line_with_a_documented_exit_code_and_no_file_changes
     r = envsync(capsys, *argv)
     assert r.code == code, r.err
     assert code in DOCUMENTED_ERROR_CODES
-    assert len(r.error_lines) == 1, r.err
-    assert text in r.error_lines[0]
+    assert len(r.errors) == 1, r.err
+    assert text in r.errors[0]
     assert "Traceback" not in r.err
     assert r.out == ""
     assert snapshot(tmp_path) == before
@@ -770,8 +752,8 @@ def test_usage_mistake_exits_2_with_one_error_line_and_no_file_changes(
     before = snapshot(tmp_path)
     r = envsync(capsys, *argv)
     assert r.code == 2, r.err
-    assert len(r.error_lines) == 1, r.err
-    assert text in r.error_lines[0]
+    assert len(r.errors) == 1, r.err
+    assert text in r.errors[0]
     assert "Traceback" not in r.err
     assert r.out == ""
     assert snapshot(tmp_path) == before
@@ -805,7 +787,7 @@ def test_unreachable_allowed_index_is_one_error_and_no_notebook_changes(
     before = snapshot(tmp_path)
     r = envsync(capsys, "init", plain_nb, "alpha", "--index", dead)
     assert r.code == 1
-    assert r.error_lines == [f"ERROR cannot reach the package index {dead}"]
+    assert r.errors == [f"ERROR cannot reach the package index {dead}"]
     assert "Traceback" not in r.err
     assert snapshot(tmp_path) == before
 
@@ -813,15 +795,15 @@ def test_unreachable_allowed_index_is_one_error_and_no_notebook_changes(
 def test_resolution_failure_message_is_uvs_reason(nb: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = envsync(capsys, "add", nb, "alpha>5")
     assert r.code == 1
-    assert r.error_lines[0].startswith("ERROR cannot resolve")
-    assert "only alpha<=2.0.0 is available and you require alpha>5" in r.error_lines[0]
+    assert r.errors[0].startswith("ERROR cannot resolve")
+    assert "only alpha<=2.0.0 is available and you require alpha>5" in r.errors[0]
 
 
 def test_resolution_failure_message_reads_as_one_sentence(
     nb: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     r = envsync(capsys, "add", nb, "alpha>5")
-    assert r.error_lines == [
+    assert r.errors == [
         "ERROR cannot resolve: Because only alpha<=2.0.0 is available and you require alpha>5, "
         "we can conclude that your requirements are unsatisfiable."
     ]
@@ -902,7 +884,7 @@ def test_add_refuses_when_the_notebook_is_saved_during_resolution(
     monkeypatch.setattr(resolve_module, "resolve", resolve_while_someone_saves)
     r = envsync(capsys, "add", nb, "beta")
     assert r.code == 1
-    assert r.error_lines == [f"ERROR {nb} changed on disk while envsync was working; nothing was written"]
+    assert r.errors == [f"ERROR {nb} changed on disk while envsync was working; nothing was written"]
     assert nb.read_bytes() == theirs
 
 
@@ -917,7 +899,7 @@ def test_verbose_shows_the_traceback_and_the_default_does_not(
     loud = envsync(capsys, "show", bad, "--verbose")
     assert quiet.code == loud.code == 1
     assert "Traceback" not in quiet.err
-    assert quiet.error_lines == loud.error_lines
+    assert quiet.errors == loud.errors
     assert "Traceback (most recent call last)" in loud.err
     assert "NotebookError" in loud.err
 

@@ -7,39 +7,16 @@ import json
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from envsync.cli import main
 from envsync.settings import Settings
+from tests.support.cli import envsync
 from tests.wheelhouse import LocalIndex
 
 PEP723 = r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def errors(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.startswith("ERROR")]
-
-    @property
-    def notes(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.startswith("note: ")]
-
-
-def envsync(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def manifest(path: Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from envsync.settings import Settings
 
 PROVISIONER = "envsync-ssh-provisioner"
 # argv[0] and argv[1] are each host's own interpreter and launcher: the provisioner puts them in.
-_ARGV = [
+KERNEL_ARGV = [
     "{host_python}", "{host_launcher}",
     "--kernel-id", "{kernel_id}", "--port-range", "{port_range}",
     "--response-address", "{response_address}", "--public-key", "{public_key}",
@@ -117,7 +117,7 @@ def launch_on_hosts(
             jupyter_data_dir=settings.jupyter_data_dir,
             serve=request.serve,
             working_dir=notebook.parent,
-            python=_ARGV[0],
+            python=KERNEL_ARGV[0],
             fingerprint=pre.lock.fingerprint,
         )
         gw = process.start(spec, token=request.token)
@@ -175,7 +175,7 @@ def write_kernelspec(
     if known_hosts:
         config["known_hosts"] = known_hosts
     spec = {
-        "argv": _ARGV,
+        "argv": KERNEL_ARGV,
         "display_name": f"{project} (envsync, {len(entries)} hosts)",
         "language": "python",
         "interrupt_mode": "signal",

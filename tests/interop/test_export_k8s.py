@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, V1Pod
 
-from envsync.cli import main
 from envsync.settings import Settings
 from tests.manifests import edit_manifest, refresh_fingerprint
+from tests.support.cli import envsync
 
 BIN = Path(sys.executable).parent
 KERNEL = "envsync-analysis"
@@ -42,24 +41,6 @@ FILES = {
     f"kernels/{KERNEL}/kernel.json",
     "README.md",
 }
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def errors(self) -> list[str]:
-        return [ln for ln in self.err.splitlines() if ln.startswith("ERROR")]
-
-
-def envsync(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def fingerprint(nb: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envsync.gateway.remote import launcher_files
+from envsync.ops.launch_hosts import KERNEL_ARGV
 from tests.support.hosts import Host, ssh
 from tests.wheelhouse import LocalIndex
 
@@ -62,22 +63,7 @@ def write_kernelspec(data_dir: Path, name: str, config: dict[str, Any]) -> None:
     """A kernelspec `name` that starts its kernels through the provisioner with `config`."""
     spec = {
         # argv[0] and argv[1] are replaced per host by the provisioner.
-        "argv": [
-            "envsync-remote-python",
-            "launch_ipykernel.py",
-            "--kernel-id",
-            "{kernel_id}",
-            "--port-range",
-            "{port_range}",
-            "--response-address",
-            "{response_address}",
-            "--public-key",
-            "{public_key}",
-            "--transport-encryption",
-            "{transport_encryption}",
-            "--kernel-class-name",
-            "ipykernel.ipkernel.IPythonKernel",
-        ],  # fmt: skip
+        "argv": KERNEL_ARGV,
         "display_name": name,
         "language": "python",
         "interrupt_mode": "signal",
