@@ -21,13 +21,12 @@ import os
 import re
 from pathlib import Path
 
-FILE = "verified-uv-cache.txt"
+FILE = "verified-uv-cache-v2.txt"
 _MAX_LINES = 400_000  # then the memo starts again (a few builds' worth of hashing)
-_Key = tuple[int, int, int, int, int]
 
 
-def _key(st: os.stat_result) -> _Key:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def _key(st: os.stat_result) -> str:
+    return f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}"
 
 
 class CacheMemo:
@@ -36,19 +35,18 @@ class CacheMemo:
     def __init__(self, path: Path, cache_dir: Path | None) -> None:
         self.path = path
         self.cache_dir = cache_dir
-        self._known: dict[_Key, str] = {}
         self._new: list[str] = []
+        self._bases: dict[str, list[str]] | None = None
         try:
-            lines = path.read_text(encoding="ascii").splitlines()
+            words = path.read_text(encoding="ascii").split()
         except (OSError, UnicodeDecodeError):
-            lines = []
-        if len(lines) > _MAX_LINES:
-            lines = []
+            words = []
+        if len(words) > 2 * _MAX_LINES:
+            words = []
             path.unlink(missing_ok=True)
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 6 and all(p.isdigit() for p in parts[:5]):
-                self._known[(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]))] = parts[5]
+        # Lines of "dev-ino-size-mtime-ctime digest". A torn line can only pair a key with a
+        # word that is no digest (or a digest with no stat's key): it never matches a file.
+        self._known = dict(zip(words[0::2], words[1::2], strict=False))
 
     def known(self, st: os.stat_result, digest: str) -> bool:
         """The cached file with this stat was hashed before and had `digest`."""
@@ -58,7 +56,7 @@ class CacheMemo:
         key = _key(st)
         if self._known.get(key) != digest:
             self._known[key] = digest
-            self._new.append(" ".join(map(str, key)) + f" {digest}\n")
+            self._new.append(f"{key} {digest}\n")
 
     def save(self) -> None:
         """Append what this build hashed (one write: lines of concurrent builds do not mix)."""
@@ -74,23 +72,56 @@ class CacheMemo:
 
     def source(self, dist_info: Path) -> Path | None:
         """The folder of uv's cache whose files uv copied into the env for this distribution, or None."""
-        if self.cache_dir is None:
-            return None
         name, _, version = dist_info.name.removesuffix(".dist-info").rpartition("-")
+        canonical = re.sub(r"[-_.]+", "-", name).lower()
+        folders = self._wheel_folders().get(canonical)
+        if not folders:
+            return None
         try:
             wheel = (dist_info / "WHEEL").read_bytes()
         except OSError:
             return None
-        canonical = re.sub(r"[-_.]+", "-", name).lower()
         found = set()
-        for pattern in (f"wheels-v*/*/{canonical}/{version}-*", f"wheels-v*/index/*/{canonical}/{version}-*"):
-            for link in self.cache_dir.glob(pattern):
-                if link.suffix in (".http", ".lock", ".msgpack", ".rev") or not link.is_symlink():
+        for folder in folders:
+            for entry in os.scandir(folder):
+                if not entry.name.startswith(f"{version}-") or not entry.is_symlink():
                     continue
-                archive = link.resolve()
+                if entry.name.endswith((".http", ".lock", ".msgpack", ".rev")):
+                    continue
+                archive = Path(entry.path).resolve()
                 try:
                     if (archive / dist_info.name / "WHEEL").read_bytes() == wheel:
                         found.add(archive)
                 except OSError:
                     continue
         return found.pop() if len(found) == 1 else None
+
+    def _wheel_folders(self) -> dict[str, list[str]]:
+        """Package name -> its folders of wheel pointers (`wheels-v*/<index>/<name>`), listed once a build."""
+        if self._bases is None:
+            self._bases = {}
+            for index in self._index_folders():
+                try:
+                    names = os.listdir(index)
+                except OSError:
+                    continue
+                for name in names:
+                    self._bases.setdefault(name, []).append(os.path.join(index, name))
+        return self._bases
+
+    def _index_folders(self) -> list[str]:
+        if self.cache_dir is None:
+            return []
+        out = []
+        for wheels in self.cache_dir.glob("wheels-v*"):
+            for entry in _subfolders(str(wheels)):
+                # `index/<hash>/<name>` for a named index, `<kind>/<name>` (pypi, url, path) otherwise.
+                out.extend(_subfolders(entry) if os.path.basename(entry) == "index" else [entry])
+        return out
+
+
+def _subfolders(folder: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
