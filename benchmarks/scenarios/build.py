@@ -1,13 +1,15 @@
 """First build of the reference lock with a warm cache, as whole processes, against uv, juv and pip.
 
-Each round deletes the env envsync built and builds every variant once, in alternating
-order; uv's and pip's caches were warmed by one unmeasured round. The pip venvs (with
+Each round sets aside the env envsync built (and each peer's venv) and builds every variant
+once, in alternating order; uv's and pip's caches were warmed by one unmeasured round.
+Nothing is deleted until every figure is taken: on this machine's ext4 (no journal), files
+created within a minute or more of a mass delete skip each freed inode, which made a build
+right after a delete several times slower than the same build later. The pip venvs (with
 bytecode, pip's default) are kept for the kernels scenario.
 """
 
 from __future__ import annotations
 
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ WHY_COPIES = (
 
 def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
     """`python -m venv` + `pip install --require-hashes` of the reference pins; seconds."""
-    shutil.rmtree(dest, ignore_errors=True)
+    ctx.set_aside(dest)
     env = ctx.env()
 
     def go() -> None:
@@ -41,7 +43,7 @@ def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
 
 
 def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: bool = False) -> float:
-    shutil.rmtree(dest, ignore_errors=True)
+    ctx.set_aside(dest)
     env, uv = ctx.env(), uv_bin()
 
     def go() -> None:
@@ -73,7 +75,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     def juv_venv() -> float:
         dest = out / "juv"
-        shutil.rmtree(dest, ignore_errors=True)
+        ctx.set_aside(dest)
         return run_timed([juv, "venv", "--from", juv_nb, dest], env=ctx.env(), cwd=ctx.work)
 
     def pip_with_bytecode() -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -120,7 +119,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 samples[f"{side}_first"].append(first)
                 samples[f"{side}_later"].append(later)
             log(f"  round {i}/{ctx.reps} {side}: first {first:.3f}s later {later:.3f}s")
-        shutil.rmtree(venv, ignore_errors=True)
+        ctx.set_aside(venv)
     # A settled env (bytecode compiled, nothing in the background): envsync's gateway against a
     # bare Kernel Gateway serving the very same env, later kernels only.
     settle(ctx.home)
