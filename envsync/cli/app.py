@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from envsync.errors import EXIT_USAGE, EnvsyncError, ToolError
 from envsync.settings import Settings, load_settings
@@ -57,6 +59,8 @@ class App:
     @cached_property
     def console(self) -> Console:
         """Rich console on stderr for people; stdout stays for data."""
+        if _plain(self.stderr):
+            return PlainConsole(self.stderr, 80)  # type: ignore[return-value]
         from rich.console import Console
 
         return Console(file=self.stderr, highlight=False, soft_wrap=True)
@@ -64,9 +68,11 @@ class App:
     @cached_property
     def out_console(self) -> Console:
         """Rich console on stdout, for what a command reports as its result."""
+        # Piped output is read by people in logs and by grep: never truncate a path or URL there.
+        if _plain(self.stdout):
+            return PlainConsole(self.stdout, 240)  # type: ignore[return-value]
         from rich.console import Console
 
-        # Piped output is read by people in logs and by grep: never truncate a path or URL there.
         width = None if self.stdout.isatty() else 240
         return Console(file=self.stdout, highlight=False, soft_wrap=True, width=width)
 
@@ -85,9 +91,7 @@ class App:
         if self.json:
             self.stderr.write(f"WARNING {text}\n")
         else:
-            from rich.markup import escape
-
-            self.console.print(f"[bold yellow]WARNING[/] {escape(text)}", markup=True)
+            self.console.print(f"[bold yellow]WARNING[/] {escape_markup(text)}", markup=True)
 
     def err(self, text: str) -> None:
         """One `ERROR` line on stderr."""
@@ -102,9 +106,7 @@ class App:
             line = line.strip()
             # uv lists each added/removed pin; the lock diff shows those better.
             if line and not line.startswith(("+ ", "- ", "~ ")):
-                from rich.markup import escape
-
-                self.console.print(f"[dim]{escape(prefix + line)}[/]", markup=True)
+                self.console.print(f"[dim]{escape_markup(prefix + line)}[/]", markup=True)
 
         return show
 
@@ -127,3 +129,71 @@ class App:
             traceback.print_exception(exc, file=self.stderr)
         else:
             self.stderr.write("hint: run again with --verbose and report the traceback\n")
+
+
+def _plain(stream: TextIO) -> bool:
+    """No terminal and no colour asked for: what rich would print is the text without its markup."""
+    if os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE"):
+        return False
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+_OPENING = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def escape_markup(text: str) -> str:
+    """`text` shown as written when printed as rich markup (rich's own `escape`, without importing rich)."""
+    text = _OPENING.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
+    return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
+
+
+# rich's markup tag, with the backslashes before it: an odd number escapes the tag.
+_TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")
+
+
+def strip_markup(text: str) -> str:
+    """What rich shows of `text` without styles: tags dropped, escaped tags kept as written."""
+    if "[" not in text:
+        return text
+    out: list[str] = []
+    position = 0
+    for match in _TAG.finditer(text):
+        start = match.start()
+        if start > position:
+            out.append(text[position:start].replace("\\[", "["))
+        slashes, escaped = divmod(len(match.group(1)), 2)
+        out.append("\\" * slashes + (f"[{match.group(2)}]" if escaped else ""))
+        position = match.end()
+    out.append(text[position:].replace("\\[", "["))
+    return "".join(out)
+
+
+class PlainConsole:
+    """The console calls envsync makes, for output that reaches no terminal, without importing rich.
+
+    Strings are written as rich writes them there (no styles, no wrapping); anything else
+    (a table) goes to a rich console made on first use.
+    """
+
+    is_terminal = False
+
+    def __init__(self, file: TextIO, width: int) -> None:
+        self.file = file
+        self.width = width
+
+    def print(self, *objects: object, markup: bool = True, **kwargs: Any) -> None:
+        texts = [o for o in objects if isinstance(o, str)]
+        if kwargs or len(texts) != len(objects):
+            self._rich.print(*objects, markup=markup, **kwargs)
+            return
+        self.file.write(" ".join(strip_markup(t) if markup else t for t in texts) + "\n")
+        self.file.flush()
+
+    @cached_property
+    def _rich(self) -> Console:
+        from rich.console import Console
+
+        return Console(file=self.file, highlight=False, soft_wrap=True, width=self.width)

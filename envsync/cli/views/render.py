@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from envsync.cli.app import App
+from envsync.cli.app import App, escape_markup
 
 if TYPE_CHECKING:
     from envsync.lock.diff import LockDiff
@@ -12,9 +12,7 @@ if TYPE_CHECKING:
 
 def esc(value: object) -> str:
     """Text from a notebook or the disk, shown as it is: never read as rich markup."""
-    from rich.markup import escape
-
-    return escape(str(value))
+    return escape_markup(str(value))
 
 
 _STYLE = {
