@@ -1,9 +1,9 @@
 """The one place that starts processes.
 
-Nothing else in envsync imports `subprocess`. Commands are argv lists (never a
-shell), run with a cleaned environment, and every wait has a deadline. Facts about
-a PID come from `procinfo.py` (re-exported here); a tool's failure text is read by
-`tooloutput.py`.
+Nothing else in envsync imports `subprocess` (`procfork.py` only forks this process to
+share CPU-bound checks). Commands are argv lists (never a shell), run with a cleaned
+environment, and every wait has a deadline. Facts about a PID come from `procinfo.py`
+(re-exported here); a tool's failure text is read by `tooloutput.py`.
 """
 
 from __future__ import annotations

@@ -152,6 +152,7 @@ def test_a_corrupted_cache_entry_is_evicted_and_downloaded_again(
 ) -> None:
     cache = tmp_path / "uv-cache"
     monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    monkeypatch.setenv("ENVSYNC_JOBS", "1")  # the hashes are counted in this process
     lock = make_lock(local_index)
     first = sync(
         lock=lock,
@@ -359,6 +360,7 @@ def test_cached_files_hashed_once_are_not_read_again_until_one_of_them_changes(
 ) -> None:
     cache = tmp_path / "uv-cache"
     monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    monkeypatch.setenv("ENVSYNC_JOBS", "1")  # the hashes are counted in this process
     lock = make_lock(local_index)
     settings = settings_at(tmp_path / "home", local_index.url)
     hashed: list[str] = []

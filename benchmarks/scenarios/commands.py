@@ -50,8 +50,8 @@ def run(ctx: Context) -> dict[str, Any]:
     rec = store.ready_envs(ctx.settings, ctx.ref.lock.fingerprint)[0]
     fast = [timed(lambda: drift.check(rec, ctx.ref.lock)) for _ in range(max(ctx.reps, 3))]
     deep = [timed(lambda: drift.check(rec, ctx.ref.lock, deep=True)) for _ in range(max(ctx.reps // 2, 1))]
-    record = files.load(env) or {}
-    loads = [timed(lambda: files.load(env)) for _ in range(3)]
+    record = files.load_columns(env) or {}
+    loads = [timed(lambda: files.load_columns(env)) for _ in range(3)]
     stat_only = [timed(lambda: files.fast_check(env, record)) for _ in range(3)]
     labels = {
         "python_floor": "`python -c pass` (the interpreter's floor)",

@@ -58,6 +58,22 @@ class CacheMemo:
             self._known[key] = digest
             self._new.append(f"{key} {digest}\n")
 
+    def take_new(self) -> list[str]:
+        """The lines added since the last save, taken out (a forked part hands them to its parent)."""
+        new, self._new = self._new, []
+        return new
+
+    def extend(self, lines: list[str]) -> None:
+        """Add lines another process's copy of this memo added."""
+        for line in lines:
+            key, _, digest = line.rstrip("\n").partition(" ")
+            self._known[key] = digest
+        self._new.extend(lines)
+
+    def prepare(self) -> None:
+        """List uv's wheel folders now, so that parts of one build share the listing."""
+        self._wheel_folders()
+
     def save(self) -> None:
         """Append what this build hashed (one write: lines of concurrent builds do not mix)."""
         if not self._new:

@@ -265,11 +265,19 @@ def check_lock(
 def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tuple[files.Problems, int]:
     """The files of `names` that differ from the env's record, and how many were compared."""
     wanted = set(names)
-    record = files.load(env)
-    if record is None:
-        # Built before file records existed: verify against RECORD itself (slower, read-only).
-        entries, problems = files.verify(env, dist_infos(env, wanted))
-        return problems, files.count(entries) + sum(len(p) for p in problems.values())
-    mine = {n: record.get(n, []) for n in wanted}
-    problems = files.deep_check(env, mine) if deep else files.fast_check(env, mine)
-    return problems, files.count(mine)
+    if deep:
+        entries = files.load(env)
+        if entries is not None:
+            mine = {n: entries.get(n, []) for n in wanted}
+            return files.deep_check(env, mine), files.count(mine)
+    else:
+        record = files.load_columns(env)
+        if record is not None:
+            cols = {n: record.get(n, _NO_FILES) for n in wanted}
+            return files.fast_check(env, cols), files.count(cols)
+    # Built before file records existed: verify against RECORD itself (slower, read-only).
+    found, problems = files.verify(env, dist_infos(env, wanted))
+    return problems, files.count(found) + sum(len(p) for p in problems.values())
+
+
+_NO_FILES = files.Columns([], [], [], "")

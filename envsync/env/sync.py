@@ -96,7 +96,7 @@ def _reuse(
     rec: store.EnvRecord, lock: Lock, settings: Settings, indexes: list[str], repair: bool, report: Progress
 ) -> ReadyEnv:
     report(ProgressEvent(Phase.REUSE, f"reusing environment {rec.path.name}"))
-    if files.load(rec.path) is None:
+    if not files.has_record(rec.path):
         _record_files(rec, lock, report)
     state = drift.check(rec, lock)
     ran = repair and not state.clean

@@ -1,0 +1,103 @@
+"""Work split over cores by fork: the same results as in one process, and no child left behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from envsync import procfork
+
+
+def _pid_and_double(part: list[int]) -> tuple[int, list[int]]:
+    return os.getpid(), [2 * x for x in part]
+
+
+def _children_of_this_process() -> set[int]:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture
+def two_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVSYNC_JOBS", "2")
+    # The test process may run other tests' server threads; the parts given to children
+    # here take no lock, so they may fork anyway.
+    monkeypatch.setattr(procfork, "_other_threads", lambda: False)
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_parts_after_the_first_run_in_children_and_come_back_in_order() -> None:
+    before = _children_of_this_process()
+    out = procfork.split_map(_pid_and_double, [[1, 2], [3], [4, 5, 6]])
+    assert [r[1] for r in out] == [[2, 4], [6], [8, 10, 12]]
+    assert out[0][0] == os.getpid() and {out[1][0], out[2][0]}.isdisjoint({os.getpid()})
+    assert _children_of_this_process() == before  # every child was waited for
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_a_part_whose_child_fails_is_run_again_here() -> None:
+    parent = os.getpid()
+
+    def fails_in_a_child(part: list[int]) -> list[int]:
+        if os.getpid() != parent:
+            raise RuntimeError("lost in the child")
+        return [x + 1 for x in part]
+
+    assert procfork.split_map(fails_in_a_child, [[1], [2], [3]]) == [[2], [3], [4]]
+
+
+def test_no_fork_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVSYNC_JOBS", "2")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        out = procfork.split_map(_pid_and_double, [[1], [2]])
+    finally:
+        stop.set()
+        other.join()
+    assert [r[0] for r in out] == [os.getpid(), os.getpid()]
+
+
+def test_one_job_runs_everything_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVSYNC_JOBS", "1")
+    assert procfork.cores() == 1
+    assert procfork.balanced([5, 1, 3], lambda x: x, procfork.cores()) == [[5, 3, 1]]
+
+
+def test_parts_are_balanced_by_weight() -> None:
+    parts = procfork.balanced([9, 1, 1, 1, 8, 2], lambda x: x, 2)
+    assert sorted(sum(p) for p in parts) == [11, 11]
+    assert sorted(x for p in parts for x in p) == [1, 1, 1, 2, 8, 9]
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_files_changed_in_every_part_are_found(tmp_path: Path) -> None:
+    from envsync.env import files
+
+    env = tmp_path / "env"
+    record: files.Record = {}
+    for d in range(4):
+        paths = []
+        for i in range(3):
+            f = env / f"d{d}" / f"f{i}.py"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(f"{d}{i}")
+            paths.append(f"d{d}/f{i}.py")
+        st = [(env / p).stat() for p in paths]
+        record[f"dist{d}"] = files.Columns(paths, [s.st_size for s in st], [s.st_mtime_ns for s in st], "")
+    assert files.fast_check(env, record) == {}
+    for d in range(4):  # one change in each distribution, whichever part it falls in
+        (env / f"d{d}" / "f1.py").write_text("changed, longer")
+    (env / "d2" / "f2.py").unlink()
+    problems = files.fast_check(env, record)
+    assert {n: sorted((p.path, str(p.problem)) for p in ps) for n, ps in problems.items()} == {
+        "dist0": [("d0/f1.py", "modified")],
+        "dist1": [("d1/f1.py", "modified")],
+        "dist2": [("d2/f1.py", "modified"), ("d2/f2.py", "missing")],
+        "dist3": [("d3/f1.py", "modified")],
+    }
