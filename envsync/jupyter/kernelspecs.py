@@ -226,12 +226,21 @@ def write(
                 f"a kernel named {name!r} that envsync did not create exists in {root}",
                 hint="rename or remove that kernel, or give the notebook another project name",
             )
+        if existing is not None and _unchanged(folder / "kernel.json", text):
+            continue  # a reuse rewrites nothing (and pays no fsync)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(folder / "kernel.json", text)
         except OSError as exc:
             raise KernelError(f"cannot write kernel {name!r} into {root}: {exc.strerror}") from exc
     return name
+
+
+def _unchanged(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
 
 
 def list_kernels(settings: Settings, *, include_user: bool = True) -> list[KernelInfo]:
