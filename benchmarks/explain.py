@@ -13,17 +13,19 @@ WHY: dict[tuple[str, str, str], str] = {
         "(btrfs, XFS, APFS) copy in constant time; on ext4 the copy is the price of owning the files."
     ),
     ("build", "envsync_sync", "uv_copy"): (
-        "beyond uv's own copying install, envsync checks every installed file against its wheel's RECORD "
-        "(a copy of a uv cache file that was hashed before and is unchanged since, same device, inode, size, "
-        "mtime and ctime, costs two stats; any other file is hashed), writes the file record, the ready "
-        "marker, the kernelspec and the history record (each fsynced) and starts its own process: about "
-        "1 s in all in a timed build (0.7 s after uv's install, 0.3 s before it). The rest of the gap is the copy itself, which this disk "
-        "makes swing: the same `uv venv` + `uv pip sync --link-mode copy` took 3.9 s, 7.7 s and 10.9 s back "
-        "to back, and uv's own `Installed 43 packages in` line said 11.0 s inside one envsync build and "
-        "10.2 s for the same command alone right after it. Not explained yet: why the copy inside envsync's "
-        "build is slower in every round of this table. Closing it: time each variant from a flushed disk "
-        "with its own write-back counted, and profile uv inside a build (the background bytecode compile of "
-        "the previous build writes a .pyc file for every module)."
+        "beyond uv's own copying install, envsync starts its own process (imports, the manifest and the "
+        "lock read and checked, an interpreter chosen: 0.17-0.22 s before uv starts, timed alone on "
+        "2026-12-01), then checks every installed file against its wheel's RECORD, the work split over "
+        "the cores by fork (a copy of a uv cache file that was hashed before and is unchanged since, same "
+        "device, inode, size, mtime and ctime, costs two stats; any other file is hashed: 0.15-0.35 s for "
+        "11,847 files), and writes the file record, the ready marker, the kernelspec and the history "
+        "record. Closing it: checking each distribution as soon as uv has installed it rather than after "
+        "the whole install, and a start that imports less. Earlier runs of this table deleted the "
+        "previous env just before each build; on this machine's ext4 without a journal, creating files "
+        "within a minute or more of deleting 12,000 skips every recently freed inode (a profile of a slow "
+        "`uv pip sync` had most of its time in the kernel's `recently_deleted`), which made whichever "
+        "build followed a delete 2-5× slower. The harness now sets envs aside and deletes them after the "
+        "last figure."
     ),
     ("build", "envsync_sync", "juv_venv"): (
         "`juv venv` takes uv's hard links and checks no file: see the row against uv's hard links."
@@ -37,17 +39,18 @@ WHY: dict[tuple[str, str, str], str] = {
         "the file record; the uv backend is the fast path."
     ),
     ("commands", "envsync_check", "envsync_help"): (
-        "`check` imports the lock model, the store and packaging's markers (about 60-90 ms of imports "
-        "`--help` never needs), imports rich to print its one line (about 30 ms) and stats every recorded "
-        "file (about 12,000 here, 50-60 ms: the loop is bound by the stat calls, and threads made it slower). "
-        "Closing it: plain text for output that reaches no terminal, the lock model without packaging's "
-        "specifier machinery. The stat loop alone is more than half of `--help`'s whole time, so 1.6x is out "
-        "of reach while every file is checked at every run; directory mtimes cannot stand in for it, since "
-        "an edit in place does not change them."
+        "`check` reads the notebook, validates its lock (packaging parses every version and marker: "
+        "packaging's markers, specifiers and tags are imports `--help` never needs), finds the env and "
+        "stats every recorded file (about 12,000 here), split over the cores by fork. Output that "
+        "reaches no terminal is plain text, without importing rich. What is left is mostly the stat "
+        "calls, each a system call that costs this virtual machine several microseconds, and the lock's "
+        "imports. Closing it: remembering a validated lock by its content as the manifest's schema "
+        "check already is, so that an unchanged lock needs no packaging import; directory mtimes "
+        "cannot stand in for the per-file stats, since an edit in place does not change them."
     ),
     ("commands", "envsync_sync_reuse", "envsync_help"): (
-        "`sync` on a built env does the same file check as `check`, then writes the kernelspec and the "
-        "history record (fsynced). Closing it: as for `check`, and skipping writes whose content is unchanged."
+        "`sync` on a built env does the same file check as `check`, then rewrites the history record "
+        "(fsynced; the kernelspec is left alone when unchanged). Closing it: as for `check`."
     ),
     ("commands", "envsync_check", "pip_freeze"): (
         "`envsync check` compares every file's size and mtime too, where `pip freeze` reads names and "
