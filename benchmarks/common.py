@@ -25,8 +25,12 @@ READY_TIMEOUT = 120.0
 Row = dict[str, Any]
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A progress line on stderr, with the seconds since the run started."""
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def uv_bin() -> str:
