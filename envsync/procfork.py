@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -52,19 +51,23 @@ def split_map(fn: Callable[[T], R], parts: Sequence[T]) -> list[R]:
         for part in parts[1:]:
             children.append(_start(fn, part))
         results = [fn(parts[0])]
-        for (pid, fd), part in zip(children, parts[1:], strict=True):
+        for part in parts[1:]:
+            pid, fd = children.pop(0)
             got = _collect(pid, fd)
             results.append(got[0] if got is not None else fn(part))
-        children.clear()
         return results
     finally:
         for pid, fd in children:  # interrupted: no child outlives the work it was given
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
                 os.close(fd)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            _end(pid)
+
+
+def _end(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _start(fn: Callable[[T], R], part: T) -> tuple[int, int]:
@@ -73,7 +76,12 @@ def _start(fn: Callable[[T], R], part: T) -> tuple[int, int]:
     if pid == 0:
         code = 1
         try:
+            # The parent's handlers (a launch stopping its gateway on SIGTERM) are not the child's.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
             os.close(read_fd)
+            import pickle
+
             data = pickle.dumps(fn(part), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_fd, "wb") as out:
                 out.write(data)
@@ -85,9 +93,15 @@ def _start(fn: Callable[[T], R], part: T) -> tuple[int, int]:
 
 
 def _collect(pid: int, fd: int) -> tuple[Any] | None:
-    """The child's result (in a 1-tuple), or None when it failed."""
-    with os.fdopen(fd, "rb") as src:
-        data = src.read()
+    """The child's result (in a 1-tuple), or None when it failed; the child is reaped either way."""
+    import pickle
+
+    try:
+        with os.fdopen(fd, "rb") as src:
+            data = src.read()
+    except BaseException:
+        _end(pid)
+        raise
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         return None

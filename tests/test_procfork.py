@@ -101,3 +101,26 @@ def test_files_changed_in_every_part_are_found(tmp_path: Path) -> None:
         "dist2": [("d2/f1.py", "modified"), ("d2/f2.py", "missing")],
         "dist3": [("d3/f1.py", "modified")],
     }
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_a_child_does_not_run_the_parents_signal_handlers(tmp_path: Path) -> None:
+    import signal
+
+    ran = tmp_path / "handler-ran"
+    parent = os.getpid()
+
+    def handler(_sig: int, _frame: object) -> None:
+        ran.write_text(str(os.getpid()))
+
+    def terminated_in_a_child(part: list[int]) -> list[int]:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a launch's SIGTERM would reach its whole group
+        return part
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        assert procfork.split_map(terminated_in_a_child, [[1], [2]]) == [[1], [2]]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not ran.exists()
