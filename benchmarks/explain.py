@@ -63,7 +63,13 @@ WHY: dict[tuple[str, str, str], str] = {
     ("kernels", "envsync_first", "pip_first"): (
         "pip compiles every module to bytecode while installing. envsync builds without it; `launch` "
         "compiles what a kernel start imports before the gateway starts, and the rest of the env is "
-        "compiled by a background process that runs only when a CPU is idle."
+        "compiled by a background process that runs only when a CPU is idle. Every kernel start behind "
+        "envsync's gateway also waits for the launch process to check the env's files (one stat each "
+        "of 11,847 files: 72 ms in one process, measured alone on 2026-12-01; the launch process serves "
+        "that check from its control socket's threads, so it cannot fork the work as `check` does). "
+        "Closing it: a check at each start that costs less than a stat a file, such as watching the "
+        "env's folders for changes (inotify) from the check at launch on, and checking again only what "
+        "changed."
     ),
     ("kernels", "envsync_later", "pip_later"): (
         "right after a build the background compile still shares the disk and the CPUs; the rows "
@@ -184,6 +190,6 @@ def kernel_breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
         f"envsync env and {(pip_first - pip_later) * 1000:.0f} ms more in the pip venv (what bytecode is "
         f"about); in a settled env a kernel took {settled * 1000:.0f} ms behind envsync's gateway and "
         f"{bare * 1000:.0f} ms behind a bare Kernel Gateway ({settled / bare:.2f}×): the rest of the gap is "
-        "each kernel start behind envsync's gateway, which this harness does not break down further; "
-        "a profile of the gateway child's POST /api/kernels is the next measure to take."
+        "each kernel start behind envsync's gateway, most of it the file check before each start (see the "
+        "first-kernel row)."
     )
