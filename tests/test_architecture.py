@@ -15,7 +15,7 @@ PACKAGE = ROOT / "envsync"
 
 # Each room may import the rooms of earlier layers and its own, never a later one.
 LAYERS: list[set[str]] = [
-    {"", "errors", "settings", "rules", "fsutil", "proc", "procinfo", "tooloutput", "uv", "ssh"},
+    {"", "errors", "settings", "rules", "fsutil", "proc", "procfork", "procinfo", "tooloutput", "uv", "ssh"},
     {"lock"},
     {"notebook", "formats"},
     {"env"},

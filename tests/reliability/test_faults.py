@@ -285,6 +285,9 @@ def test_sync_killed_while_rewriting_the_kernelspec_keeps_the_old_one_and_the_ne
     tmp_path: Path, nb: Path, env_vars: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(capsys, "sync", nb).code == 0
+    # A sync rewrites a kernelspec only when its bytes would change: these are the same spec
+    # in another layout, so the next sync rewrites it, and is killed doing so.
+    kernel_json(tmp_path).write_text(json.dumps(json.loads(kernel_json(tmp_path).read_bytes()), indent=4))
     old = kernel_json(tmp_path).read_bytes()
     temp = kill_just_before_rename(tmp_path, ["sync", nb], env_vars, "kernel.json")
     assert kernel_json(tmp_path).read_bytes() == old  # the complete old spec, never a partial one
@@ -296,6 +299,16 @@ def test_sync_killed_while_rewriting_the_kernelspec_keeps_the_old_one_and_the_ne
     names = json.loads(cli(capsys, "kernels", "list", "--json").out)
     assert [k["name"] for k in names] == ["envsync-analysis"]
     record("faults.kernelspec_temp_left_after_kill", Path(temp).exists())
+
+
+def test_a_sync_on_a_built_env_leaves_an_unchanged_kernelspec_alone(
+    tmp_path: Path, nb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "sync", nb).code == 0
+    before = kernel_json(tmp_path).stat()
+    assert cli(capsys, "sync", nb).code == 0
+    after = kernel_json(tmp_path).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 # --- kill -9 during the notebook write ------------------------------------------------------
