@@ -95,6 +95,7 @@ def test_files_changed_in_every_part_are_found(tmp_path: Path) -> None:
         (env / f"d{d}" / "f1.py").write_text("changed, longer")
     (env / "d2" / "f2.py").unlink()
     problems = files.fast_check(env, record)
+    assert list(problems) == ["dist0", "dist1", "dist2", "dist3"]  # in distribution order
     assert {n: sorted((p.path, str(p.problem)) for p in ps) for n, ps in problems.items()} == {
         "dist0": [("d0/f1.py", "modified")],
         "dist1": [("d1/f1.py", "modified")],

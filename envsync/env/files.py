@@ -146,7 +146,7 @@ def verify(env: Path, dist_infos: Mapping[str, Path], memo: CacheMemo | None = N
             memo.extend(remembered)
     if memo is not None:
         memo.save()
-    return entries, problems
+    return entries, dict(sorted(problems.items()))
 
 
 def _verify_part(env: Path, part: _Part, memo: CacheMemo | None) -> tuple[Record, Problems, list[str]]:
@@ -297,7 +297,7 @@ def fast_check(env: Path, record: Record) -> Problems:
     problems: Problems = {}
     for found in procfork.split_map(lambda part: _fast_part(env, part), parts):
         problems.update(found)
-    return problems
+    return dict(sorted(problems.items()))  # in distribution order, however the parts fell
 
 
 def _fast_part(env: Path, part: list[tuple[str, Columns]]) -> Problems:
@@ -329,7 +329,7 @@ def deep_check(env: Path, entries: Entries) -> Problems:
     problems: Problems = {}
     for found in procfork.split_map(lambda part: _deep_part(env, part), parts):
         problems.update(found)
-    return problems
+    return dict(sorted(problems.items()))
 
 
 def _deep_part(env: Path, part: list[tuple[str, list[Entry]]]) -> Problems:
