@@ -21,7 +21,7 @@ from benchmarks.context import Context
 from envsync.settings import DEFAULT_INDEX
 
 SIZES = (10, 50, 200)
-QUICK_SIZES = (10,)
+QUICK_SIZES = (10, 50)
 FILES_PER_PACKAGE = 5
 
 
