@@ -152,7 +152,6 @@ def test_a_corrupted_cache_entry_is_evicted_and_downloaded_again(
 ) -> None:
     cache = tmp_path / "uv-cache"
     monkeypatch.setenv("UV_CACHE_DIR", str(cache))
-    monkeypatch.setenv("ENVSYNC_JOBS", "1")  # the hashes are counted in this process
     lock = make_lock(local_index)
     first = sync(
         lock=lock,
