@@ -99,7 +99,11 @@ class CacheMemo:
             return None
         found = set()
         for folder in folders:
-            for entry in os.scandir(folder):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:  # uv pruned it since the listing: no source, every file is hashed
+                continue
+            for entry in entries:
                 if not entry.name.startswith(f"{version}-") or not entry.is_symlink():
                     continue
                 if entry.name.endswith((".http", ".lock", ".msgpack", ".rev")):
