@@ -46,21 +46,22 @@ def split_map(fn: Callable[[T], R], parts: Sequence[T]) -> list[R]:
     """`[fn(part) for part in parts]`, the parts after the first each in a forked child."""
     if len(parts) < 2 or not _can_fork():
         return [fn(p) for p in parts]
-    children: list[tuple[int, int]] = []
+    children: list[tuple[int, int] | None] = []
     try:
         for part in parts[1:]:
             children.append(_start(fn, part))
         results = [fn(parts[0])]
         for part in parts[1:]:
-            pid, fd = children.pop(0)
-            got = _collect(pid, fd)
+            child = children.pop(0)
+            got = _collect(*child) if child is not None else None
             results.append(got[0] if got is not None else fn(part))
         return results
     finally:
-        for pid, fd in children:  # interrupted: no child outlives the work it was given
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            _end(pid)
+        for child in children:  # interrupted: no child outlives the work it was given
+            if child is not None:
+                with contextlib.suppress(OSError):
+                    os.close(child[1])
+                _end(child[0])
 
 
 def _end(pid: int) -> None:
@@ -70,9 +71,15 @@ def _end(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _start(fn: Callable[[T], R], part: T) -> tuple[int, int]:
+def _start(fn: Callable[[T], R], part: T) -> tuple[int, int] | None:
+    """A child working on `part`: its PID and the pipe its result comes through; None when none could start."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare (EAGAIN, ENOMEM): this part runs here
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
     if pid == 0:
         code = 1
         try:
@@ -115,8 +122,9 @@ def balanced(items: Sequence[T], weight: Callable[[T], int], n: int) -> list[lis
     """`items` in up to `n` parts of about equal total weight (heaviest first, each to the lightest part)."""
     parts: list[list[T]] = [[] for _ in range(max(1, n))]
     totals = [0] * len(parts)
-    for item in sorted(items, key=weight, reverse=True):
-        i = totals.index(min(totals))
-        parts[i].append(item)
-        totals[i] += weight(item)
+    weighed = sorted(((weight(item), i) for i, item in enumerate(items)), key=lambda wi: wi[0], reverse=True)
+    for w, i in weighed:  # each weight taken once (a weight may be a stat)
+        lightest = totals.index(min(totals))
+        parts[lightest].append(items[i])
+        totals[lightest] += w
     return [p for p in parts if p]

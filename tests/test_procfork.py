@@ -125,3 +125,15 @@ def test_a_child_does_not_run_the_parents_signal_handlers(tmp_path: Path) -> Non
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not ran.exists()
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_a_part_that_cannot_fork_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_process_to_spare() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(procfork.os, "fork", no_process_to_spare)
+    before = len(os.listdir("/proc/self/fd"))
+    out = procfork.split_map(_pid_and_double, [[1], [2], [3]])
+    assert out == [(os.getpid(), [2]), (os.getpid(), [4]), (os.getpid(), [6])]
+    assert len(os.listdir("/proc/self/fd")) == before  # no pipe left open
