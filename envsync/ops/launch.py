@@ -73,8 +73,8 @@ class LaunchHooks:
 
 
 @dataclass(frozen=True)
-class LaunchInfo:
-    """A serving gateway and what it serves."""
+class Serving:
+    """A serving gateway: where it listens, with what token, and for which notebook and kernel."""
 
     url: str
     token: str = field(repr=False)
@@ -83,6 +83,24 @@ class LaunchInfo:
     pid: int
     notebook: Path  # absolute
     project: str
+
+    @property
+    def connection(self) -> str:
+        """What a web editor pastes: the URL with the token in the fragment, never in a query."""
+        return f"{self.url}/#token={self.token}"
+
+    def served(self) -> dict[str, Any]:
+        """The keys every ready line of `launch --json` starts with."""
+        return {
+            "url": self.url, "token": self.token, "kernel": self.kernel, "fingerprint": self.fingerprint,
+            "pid": self.pid, "notebook": str(self.notebook), "project": self.project,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LaunchInfo(Serving):
+    """A serving gateway and what it serves."""
+
     env: Path
     python: str
     lock: Lock = field(repr=False)  # the lock being served
@@ -91,25 +109,9 @@ class LaunchInfo:
     gateway: RunningGateway = field(repr=False)
     editor: EditorControl = field(repr=False)
 
-    @property
-    def connection(self) -> str:
-        """What a web editor pastes: the URL with the token in the fragment, never in a query."""
-        return f"{self.url}/#token={self.token}"
-
     def to_dict(self) -> dict[str, Any]:
         """The ready line `launch --json` prints."""
-        return {
-            "url": self.url,
-            "token": self.token,
-            "kernel": self.kernel,
-            "fingerprint": self.fingerprint,
-            "pid": self.pid,
-            "notebook": str(self.notebook),
-            "project": self.project,
-            "env": str(self.env),
-            "python": self.python,
-            "connection": self.connection,
-        }
+        return {**self.served(), "env": str(self.env), "python": self.python, "connection": self.connection}
 
 
 def check(request: LaunchRequest) -> None:

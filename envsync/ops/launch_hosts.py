@@ -30,7 +30,7 @@ from envsync.gateway.spec import GatewaySpec
 from envsync.lock.model import Lock
 from envsync.ops import hosts
 from envsync.ops.hosts import HostState
-from envsync.ops.launch import LaunchRequest, check
+from envsync.ops.launch import LaunchRequest, Serving, check
 from envsync.ops.preflight import Notice
 from envsync.settings import Settings
 
@@ -46,29 +46,17 @@ KERNEL_ARGV = [
 
 
 @dataclass(frozen=True)
-class HostsLaunchInfo:
+class HostsLaunchInfo(Serving):
     """A serving gateway whose kernels run on `ready` hosts."""
 
-    url: str
-    token: str = field(repr=False)
-    kernel: str
-    fingerprint: str
-    pid: int
-    notebook: Path
-    project: str
     ready: tuple[HostState, ...]
     left_out: tuple[HostState, ...]
     notices: tuple[Notice, ...]
     gateway: RunningGateway = field(repr=False)
 
-    @property
-    def connection(self) -> str:
-        return f"{self.url}/#token={self.token}"
-
     def to_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url, "token": self.token, "kernel": self.kernel, "fingerprint": self.fingerprint,
-            "pid": self.pid, "notebook": str(self.notebook), "project": self.project, "connection": self.connection,
+            **self.served(), "connection": self.connection,
             "hosts": [s.to_dict() for s in self.ready], "left-out": [s.to_dict() for s in self.left_out],
         }  # fmt: skip
 
