@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.gateway_client import connect, execute
+from tests.support.gateway_client import run_code
 from tests.support.hostnotebook import Setup, on_hosts
 from tests.support.hosts import Host, ssh
 from tests.support.remote_envs import remote_kernels
@@ -73,14 +73,6 @@ def start(gw: SimpleNamespace) -> str:
     return str(r.json()["id"])
 
 
-def run(gw: SimpleNamespace, kernel_id: str, code: str) -> str:
-    ws = connect(gw, kernel_id)
-    try:
-        return execute(ws, code).strip()
-    finally:
-        ws.close()
-
-
 def stop(gw: SimpleNamespace, kernel_id: str) -> None:
     requests.delete(f"{gw.url}/api/kernels/{kernel_id}", headers={"Authorization": f"token {gw.token}"}, timeout=60)
 
@@ -112,7 +104,7 @@ def test_kernels_land_on_both_hosts_a_tampered_host_is_refused_and_ctrl_c_ends_t
     first = start(gw)
     first_s = time.monotonic() - started
     second = start(gw)
-    answers = {run(gw, k, WHERE) for k in (first, second)}
+    answers = {run_code(gw, k, WHERE).strip() for k in (first, second)}
     locked = importlib.metadata.version("ipykernel")
     assert answers == {f"{h.user} {h.target} {locked}" for h in setup.hosts}
     for k in (first, second):
@@ -125,7 +117,7 @@ def test_kernels_land_on_both_hosts_a_tampered_host_is_refused_and_ctrl_c_ends_t
     assert ssh(victim, f"echo '# edit' >> {init}").returncode == 0
     try:
         kernels = [start(gw) for _ in range(2)]
-        assert {run(gw, k, WHERE).split()[0] for k in kernels} == {other.user}
+        assert {run_code(gw, k, WHERE).strip().split()[0] for k in kernels} == {other.user}
     finally:
         repaired = on_hosts(setup, "prepare", "--repair", "--json")
         assert repaired.returncode == 0, repaired.stdout + repaired.stderr

@@ -25,7 +25,7 @@ import requests
 from envsync.gateway import process as gateway
 from envsync.gateway.remote import launcher_files, reap
 from envsync.gateway.spec import GatewaySpec
-from tests.support.gateway_client import auth, connect, execute
+from tests.support.gateway_client import auth, run_code
 from tests.support.hostindex import download_wheels, serve_wheels
 from tests.support.hosts import Host, ssh
 from tests.support.processes import alive, children_of, kill_pids
@@ -84,17 +84,9 @@ def started(gw: gateway.RunningGateway, env: dict[str, str] | None = None) -> st
     return str(r.json()["id"])
 
 
-def run_in(gw: gateway.RunningGateway, kernel_id: str, code: str) -> str:
-    ws = connect(gw, kernel_id)
-    try:
-        return execute(ws, code)
-    finally:
-        ws.close()
-
-
 def where(gw: gateway.RunningGateway, kernel_id: str) -> str:
     """The kernel's user and host entry, as it sees them."""
-    return run_in(gw, kernel_id, WHO).strip()
+    return run_code(gw, kernel_id, WHO).strip()
 
 
 def delete(gw: gateway.RunningGateway, kernel_id: str) -> None:
@@ -122,7 +114,7 @@ def test_round_robin_uses_both_hosts_and_delete_ends_the_remote_kernels(
         kernels = [started(gw) for _ in range(2)]
         seen = {where(gw, k) for k in kernels}
         assert seen == {f"{h.user} {h.target}" for h in hosts}
-        env = run_in(
+        env = run_code(
             gw, kernels[0], "import os, sys; print(os.environ['ENVSYNC_SPEC_VALUE']); print(sys.path)"
         )
         assert env.startswith("literal $(not expanded) `nor this`\n")
@@ -160,7 +152,7 @@ def test_client_cannot_pick_a_host_nor_reach_the_remote_shell(
     subnet = hosts[0].address.rsplit(".", 1)[0]
     with serving(tmp_path, config_for(hosts, entries)) as gw:
         kernel = started(gw, {"KERNEL_REMOTE_HOST": f"{subnet}.250", "KERNEL_USERNAME": username})
-        said = run_in(
+        said = run_code(
             gw,
             kernel,
             "import os; print(os.environ['KERNEL_USERNAME']); print(os.environ.get('KERNEL_REMOTE_HOST'))",

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.manifests import manifest_of, refresh_fingerprint, tamper_first_hash
-from tests.support.gateway_client import auth, connect, execute, start_kernel
+from tests.support.gateway_client import auth, run_code, start_kernel
 
 pytestmark = [pytest.mark.network, pytest.mark.browser]
 
@@ -130,14 +130,6 @@ def env_state(gw: Any) -> dict[str, Any]:
     return dict(response.json())
 
 
-def run_in(gw: Any, kernel_id: str, code: str) -> str:
-    ws = connect(gw, kernel_id)
-    try:
-        return execute(ws, code).strip()
-    finally:
-        ws.close()
-
-
 def page(client_url: Callable[..., str], origin: str, gw: Any, manifest: dict[str, Any]) -> str:
     return client_url(origin, connection=gw.connection, manifest=json.dumps(manifest), code=CODE)
 
@@ -150,7 +142,7 @@ def test_lock_sent_from_the_page_is_built_and_only_new_kernels_run_it(
     before = env_state(accepting)
     assert (before["state"], before["fingerprint"], before["lock-updates"]) == ("ready", old_fp, "accept")
     old_kernel = start_kernel(accepting, {"name": "envsync-editordemo"})["id"]
-    assert run_in(accepting, old_kernel, CODE) == OLD
+    assert run_code(accepting, old_kernel, CODE).strip() == OLD
 
     report = open_client(
         page(client_url, client_site.origin, accepting, locks.manifest("editordemo", NEW)),
@@ -170,7 +162,7 @@ def test_lock_sent_from_the_page_is_built_and_only_new_kernels_run_it(
     assert report["fingerprint"] == new_fp and report["match"] == "match"
     assert report["diff"] == "same lock", report["diff"]
 
-    assert run_in(accepting, old_kernel, CODE) == OLD  # the running kernel kept its env
+    assert run_code(accepting, old_kernel, CODE).strip() == OLD  # the running kernel kept its env
     after = env_state(accepting)
     assert (after["state"], after["fingerprint"]) == ("ready", new_fp)
     assert {"id": old_kernel, "fingerprint": old_fp} in after["kernels"], after["kernels"]

@@ -131,6 +131,15 @@ def nudge(ws: Any, *, deadline: float = 30.0) -> None:
     raise AssertionError(f"the kernel did not answer kernel_info within {deadline:.0f} s")
 
 
+def run_code(gw: Any, kernel_id: str, code: str) -> str:
+    """Run `code` in a kernel over a WebSocket of its own; what it printed on stdout."""
+    ws = connect(gw, kernel_id)
+    try:
+        return execute(ws, code)
+    finally:
+        ws.close()
+
+
 def connect(gw: Any, kernel_id: str, *, origin: str | None = None, timeout: float = 30.0) -> Any:
     """A kernel WebSocket with the token in its query, nudged until the kernel answers."""
     import websocket
