@@ -12,7 +12,7 @@ import re
 
 from envsync.errors import ManifestError
 
-# PEP 508 distribution name (normalised later with packaging.utils.canonicalize_name).
+# PEP 508 distribution name (normalised with `canonical_name`).
 PACKAGE_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?"
 # A PEP 440 version as it may appear in a requirements line: no spaces, no option syntax.
 VERSION_TEXT = r"[A-Za-z0-9.+!_-]+"
@@ -35,6 +35,7 @@ _ARTIFACT_FILE = re.compile(ARTIFACT_FILE)
 _INDEX_URL = re.compile(INDEX_URL)
 _PROJECT_SLUG = re.compile(PROJECT_SLUG)
 _KERNEL_NAME = re.compile(KERNEL_NAME)
+_NAME_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def _matches(pattern: re.Pattern[str], value: object) -> bool:
@@ -73,6 +74,15 @@ def is_project_slug(value: object) -> bool:
 
 def is_kernel_name(value: object) -> bool:
     return _matches(_KERNEL_NAME, value)
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503's normal form of a distribution name, as `packaging.utils.canonicalize_name`.
+
+    The same rule written here, so that reading a lock or an env does not import
+    packaging's tags and markers machinery (the tests hold the two equal).
+    """
+    return _NAME_SEPARATORS.sub("-", name).lower()
 
 
 def shown(value: object, limit: int = 80) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,25 @@ def test_check_evaluates_the_lock_for_the_env_own_markers(tmp_path: Path, local_
     assert drift.check(rec, lock).clean
     on_windows = drift.check(EnvRecord(**{**rec.__dict__, "marker_env": windows}), lock)
     assert [(d.name, d.kind) for d in on_windows.differences] == [("winonly", "missing")]
+
+
+def test_a_built_env_keeps_what_its_lock_installs_and_a_reuse_upgrades_an_older_record(
+    tmp_path: Path, local_index: LocalIndex
+) -> None:
+    settings = settings_at(tmp_path, local_index.url)
+    lock = make_lock(local_index, {"alpha": "1.1.0", "winonly": "1.0.0"}, markers={"winonly": 'sys_platform == "win32"'})
+    result = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
+    rec = store.read_ready(result.env)
+    assert rec is not None and rec.locked == {"alpha": "1.1.0"} and rec.requires_python == lock.requires_python
+    # A record kept before `locked` existed is checked by the lock's markers, then upgraded.
+    old = dataclasses.replace(rec, locked=None, requires_python=None)
+    store.write_ready(old)
+    assert drift.check(old, lock).clean
+    again = sync(lock=lock, project="demo", notebook=Path("n.ipynb"), settings=settings)
+    assert again.reused and store.read_ready(result.env).locked == {"alpha": "1.1.0"}
+    # The kept choice answers for this very lock only: another lock's markers are evaluated.
+    other = make_lock(local_index, {"alpha": "1.1.0", "winonly": "1.0.0"})
+    assert [(d.name, d.kind) for d in drift.check(rec, other).differences] == [("winonly", "missing")]
 
 
 @pytest.fixture

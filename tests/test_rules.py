@@ -7,6 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.utils import canonicalize_name
 
 from envsync import rules
 from envsync.cli import main
@@ -85,3 +88,8 @@ def test_a_package_index_with_a_quote_is_refused_by_every_command_on_read(
     assert code == 1, err
     assert err.startswith("ERROR metadata.envsync.lock.packages[0].index"), err
     assert nb.read_bytes() == before
+
+
+@given(st.text(alphabet="AbZz09-_.~ ", max_size=12))
+def test_canonical_name_is_packagings_rule(name: str) -> None:
+    assert rules.canonical_name(name) == canonicalize_name(name)

@@ -70,11 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
-    from envsync.notebook import schema
+    from envsync.notebook import accepted
 
     app = App.from_args(args)
-    # A manifest the schema accepted once is not validated again: see notebook/schema.py.
-    schema.remember_valid_in(lambda: app.settings.state_dir)
+    # A manifest accepted once is not checked in full again: see notebook/accepted.py.
+    accepted.remember_in(lambda: app.settings.state_dir)
     try:
         return int(args.handler(args, app) or 0)
     except EnvsyncError as exc:
@@ -89,4 +89,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.bug(exc)
         return 1
     finally:
-        schema.remember_valid_in(None)
+        accepted.remember_in(None)

@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
 from envsync.env import files, store
 from envsync.env.files import FileProblem
 from envsync.env.store import EnvRecord
 from envsync.errors import DriftError
 from envsync.lock.model import Lock, packages_for, verify
+from envsync.rules import canonical_name
 from envsync.settings import Settings
 
 
@@ -63,7 +61,7 @@ def distributions(env: Path) -> dict[str, tuple[str, Path]]:
                 continue
             found = _name_version(meta) or _from_dirname(entry.name)
             if found:
-                out[canonicalize_name(found[0])] = (found[1], Path(entry.path))
+                out[canonical_name(found[0])] = (found[1], Path(entry.path))
     return out
 
 
@@ -177,6 +175,18 @@ def expected(lock: Lock, marker_env: Mapping[str, str]) -> dict[str, str]:
     return {p.key: p.version for p in packages_for(lock, marker_env)}
 
 
+def locked_in(env: EnvRecord, lock: Lock) -> dict[str, str]:
+    """What `lock` installs in `env`: as its record says when it was built for this very lock.
+
+    The fingerprint hashes every name, version, marker and Python range of the lock, and
+    the record keeps the env's own marker values, so the choice made at the build holds
+    (and is not remade with packaging's marker parser on every check).
+    """
+    if env.locked is not None and env.fingerprint == lock.fingerprint:
+        return dict(env.locked)
+    return expected(lock, env.marker_env)
+
+
 def compare(
     want: Mapping[str, str], have: Mapping[str, str], *, seed: Mapping[str, str] | None = None
 ) -> tuple[tuple[Difference, ...], tuple[str, ...]]:
@@ -203,6 +213,10 @@ def compare(
 
 
 def _same_version(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(a) == Version(b)
     except InvalidVersion:
@@ -216,7 +230,7 @@ def check(env: EnvRecord, lock: Lock, *, deep: bool = False) -> DriftReport:
     rehashed when `deep`. An env without a file record is verified against RECORD.
     """
     start = time.perf_counter()
-    want = expected(lock, env.marker_env)
+    want = locked_in(env, lock)
     have = installed(env.path)
     diffs, ignored = compare(want, have, seed=env.seed)
     differing = {d.name for d in diffs}

@@ -67,6 +67,11 @@ class EnvRecord:
     installed: dict[str, str]  # canonical name -> version, as verified after the install
     seed: dict[str, str] = field(default_factory=dict)  # what the venv tool put there itself
     created: float = 0.0
+    # What the lock installs on this interpreter (canonical name -> version), as chosen by
+    # its markers at the build, and the lock's Python range its interpreter was chosen
+    # in; None in records written before they were kept.
+    locked: dict[str, str] | None = None
+    requires_python: str | None = None
 
     @property
     def python(self) -> Path:

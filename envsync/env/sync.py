@@ -99,6 +99,10 @@ def _reuse(
     if not files.has_record(rec.path):
         _record_files(rec, lock, report)
     state = drift.check(rec, lock)
+    if (rec.locked is None or rec.requires_python is None) and state.clean:
+        # A record from before these were kept; its Python is in this lock's range (above).
+        rec = replace(rec, locked=drift.expected(lock, rec.marker_env), requires_python=lock.requires_python)
+        store.write_ready(rec)
     ran = repair and not state.clean
     repaired: tuple[str, ...] = ()
     if ran:
@@ -124,7 +128,7 @@ def _record_files(rec: store.EnvRecord, lock: Lock, report: Progress) -> None:
     """Give an env built before file records existed its record, when its files match RECORD."""
     report(ProgressEvent(Phase.VERIFY, "recording the files of the environment (once)"))
     entries, problems = files.verify(
-        rec.path, drift.dist_infos(rec.path, drift.expected(lock, rec.marker_env))
+        rec.path, drift.dist_infos(rec.path, drift.locked_in(rec, lock))
     )
     if not problems:
         files.write(rec.path, entries)
@@ -191,6 +195,8 @@ def _build(
             installed=have,
             seed=seed,
             created=time.time(),
+            locked=want,
+            requires_python=lock.requires_python,
         )
         store.write_ready(rec)
         state = drift.DriftReport(
@@ -243,7 +249,7 @@ def _repair(
         raise InstallError(f"repair left the environment different from the lock: {_summary(diffs)}")
     want = drift.expected(lock, rec.marker_env)
     files.write(rec.path, verified_files(be, rec.path, want, requirements, indexes, settings, report))
-    rec = replace(rec, installed=have, backend=be.name)
+    rec = replace(rec, installed=have, backend=be.name, locked=want)
     store.write_ready(rec)
     return rec, drift.check(rec, lock), names
 
@@ -251,6 +257,8 @@ def _repair(
 def _in_range(records: list[store.EnvRecord], lock: Lock) -> list[store.EnvRecord]:
     """Envs of this fingerprint whose Python the lock admits (the same packages can be
     locked for 3.11 and for 3.12; a 3.11 env does not serve the 3.12 lock)."""
+    if all(r.requires_python == lock.requires_python for r in records):
+        return records  # each interpreter was chosen within this very range
     from packaging.specifiers import SpecifierSet
 
     spec = SpecifierSet(lock.requires_python)

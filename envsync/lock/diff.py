@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
-
-from packaging.version import Version
+from typing import TYPE_CHECKING, Any
 
 from envsync.lock.model import Lock, LockedPackage
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 
 class ChangeKind(enum.StrEnum):
@@ -87,10 +88,14 @@ def _change_key(c: PackageChange) -> tuple[str, str, str]:
 
 
 def _versions(pkgs: list[LockedPackage]) -> str:
+    from packaging.version import Version
+
     return ", ".join(sorted({p.version for p in pkgs}, key=Version))
 
 
 def _order(pkgs: list[LockedPackage]) -> tuple[Version, ...]:
+    from packaging.version import Version
+
     return tuple(sorted({Version(p.version) for p in pkgs}, reverse=True))
 
 

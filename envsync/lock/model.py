@@ -9,15 +9,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
 from envsync.errors import LockError
 from envsync.lock.targets import TARGETS, marker_applies, marker_environment, pythons_in_range
-from envsync.rules import is_artifact_file, is_index_url, is_package_name, is_sha256, shown
+from envsync.rules import canonical_name, is_artifact_file, is_index_url, is_package_name, is_sha256, shown
 
 LOCK_VERSION = "1.0"
 CREATED_BY = "envsync"
+
+# What this process already knows to be valid, so that it is not parsed twice: version
+# texts packaging accepted, and inputs digests computed (or recalled from a manifest this
+# machine accepted before, see envsync.notebook.accepted).
+_VALID_VERSIONS: set[str] = set()
+_DIGESTS: dict[LockInputs, str] = {}
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class LockedPackage:
 
     @property
     def key(self) -> str:
-        return canonicalize_name(self.name)
+        return canonical_name(self.name)
 
     def hash_set(self) -> frozenset[tuple[str, str]]:
         arts = list(self.wheels) + ([self.sdist] if self.sdist else [])
@@ -106,8 +109,12 @@ def _artifact(data: Mapping[str, Any], where: str) -> Artifact:
     return Artifact(name=name, sha256=sha.lower())
 
 
-def lock_from_dict(data: Mapping[str, Any]) -> Lock:
-    """Parse an embedded lock (already schema-checked) and verify it is self-consistent."""
+def lock_from_dict(data: Mapping[str, Any], *, known: bool = False) -> Lock:
+    """Parse an embedded lock (already schema-checked) and verify it is self-consistent.
+
+    `known`: this very content was accepted before by this same code, so its markers,
+    requires-python ranges and versions are not parsed again; every other rule still runs.
+    """
     packages = []
     for raw in data.get("packages", []):
         name = raw["name"]
@@ -115,10 +122,12 @@ def lock_from_dict(data: Mapping[str, Any]) -> Lock:
             raise LockError(f"lock names an invalid package {shown(name)!r}")
         if raw.get("index") is not None and not is_index_url(raw["index"]):
             raise LockError(f"lock: {name} names an index that is not an http(s) URL: {shown(raw['index'])!r}")
-        if raw.get("marker"):
+        if raw.get("marker") and not known:
             _check_marker(raw["marker"], name)
-        if raw.get("requires-python"):
+        if raw.get("requires-python") and not known:
             _check_requires_python(raw["requires-python"], name)
+        if known:
+            _VALID_VERSIONS.add(raw["version"])
         pkg = LockedPackage(
             name=name,
             version=raw["version"],
@@ -168,10 +177,7 @@ def verify(lock: Lock) -> None:
     """Refuse a lock that names a package twice for the same platforms, or was edited by hand."""
     seen: dict[tuple[str, str], str] = {}
     for p in lock.packages:
-        try:
-            Version(p.version)
-        except InvalidVersion as exc:
-            raise LockError(f"lock: {p.name} has an invalid version {p.version!r}") from exc
+        _check_version(p)
         if not p.wheels and not p.sdist:
             raise LockError(f"lock: {p.name} {p.version} lists no artifact to install")
         slot = (p.key, p.marker or "")
@@ -187,6 +193,18 @@ def verify(lock: Lock) -> None:
             "lock fingerprint does not match its packages: it was edited by hand or tampered with",
             hint="re-create it with `envsync lock --upgrade`, and review who changed it",
         )
+
+
+def _check_version(p: LockedPackage) -> None:
+    if p.version in _VALID_VERSIONS:
+        return
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(p.version)
+    except InvalidVersion as exc:
+        raise LockError(f"lock: {p.name} has an invalid version {p.version!r}") from exc
+    _VALID_VERSIONS.add(p.version)
 
 
 def _sha(obj: Any) -> str:
@@ -247,13 +265,21 @@ class LockInputs:
     @property
     def digest(self) -> str:
         """The inputs hash a lock records (`tool.envsync.inputs`)."""
-        return compute_inputs(
+        known = _DIGESTS.get(self)
+        if known is not None:
+            return known
+        _DIGESTS[self] = digest = compute_inputs(
             requires_python=self.requires_python,
             dependencies=self.dependencies,
             environments=self.environments,
             index=self.index,
             kernel_requirements=self.kernel_requirements,
         )
+        return digest
+
+    def remember_digest(self, digest: str) -> None:
+        """This digest was computed for these very inputs before: take it without packaging."""
+        _DIGESTS[self] = digest
 
     @property
     def requirements(self) -> tuple[str, ...]:

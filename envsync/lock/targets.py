@@ -6,12 +6,15 @@ import platform
 import re
 import sys
 from dataclasses import dataclass
-
-from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from typing import TYPE_CHECKING
 
 from envsync.errors import LockError, ManifestError
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+
+# packaging's markers and specifiers are imported where they are used: a command that
+# reads a manifest it has accepted before (see envsync.notebook.accepted) needs neither.
 
 # CPython minor versions a lock may be asked to cover; newest last.
 KNOWN_PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
@@ -88,6 +91,8 @@ def requires_python_for(text: str) -> str | None:
         return f"=={t}.*"
     if not t or not any(op in t for op in "<>=!~"):
         return None
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         spec = SpecifierSet(t)
     except InvalidSpecifier:
@@ -103,6 +108,8 @@ def _minor_admitted(spec: SpecifierSet, minor: str) -> bool:
 
 
 def parse_requires_python(text: str) -> SpecifierSet:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         return SpecifierSet(text)
     except InvalidSpecifier as exc:
@@ -130,6 +137,8 @@ def marker_environment(target: Target, python: str, *, full_version: str | None 
 def marker_applies(marker: str | None, env: dict[str, str]) -> bool:
     if not marker:
         return True
+    from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
+
     try:
         return Marker(marker).evaluate(env)
     except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName, ValueError) as exc:
@@ -138,6 +147,8 @@ def marker_applies(marker: str | None, env: dict[str, str]) -> bool:
 
 def wheel_fits(filename: str, target: Target, python: str) -> bool:
     """Could CPython `python` on `target` install this wheel?"""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     try:
         _, _, _, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename:

@@ -11,14 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from envsync.errors import ManifestError, MissingManifestError, RequirementError
 from envsync.lock.model import Lock, LockInputs, lock_from_dict
 from envsync.lock.targets import check_target_names, parse_requires_python, pythons_in_range
+from envsync.notebook import accepted
 from envsync.notebook.schema import MANIFEST_VERSION, validate_data
-from envsync.rules import check_project, is_index_url
+from envsync.rules import canonical_name, check_project, is_index_url
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, KERNEL_REQUIREMENTS
 
 
@@ -74,24 +72,37 @@ class Manifest:
 
 
 def parse_manifest(data: Any) -> Manifest:
-    """Validate and build a Manifest; every rule on untrusted content is applied here."""
+    """Validate and build a Manifest; every rule on untrusted content is applied here.
+
+    Content accepted before by this same code is rebuilt from what its first reading
+    computed (see envsync.notebook.accepted); any other content is checked in full.
+    """
+    key, known = accepted.recall(data)
+    if known is not None:
+        lock = lock_from_dict(data["lock"], known=True) if "lock" in data else None
+        manifest = _build(data, known.dependencies, lock)
+        manifest.lock_inputs.remember_digest(known.inputs)
+        return manifest
     validate_data(data)
     check_project(data["project"])
     if "index" in data and not is_index_url(data["index"]):
         raise ManifestError(f"metadata.envsync.index {data['index'][:80]!r} is not an http(s) URL")
-    requires_python = data["requires-python"]
-    parse_requires_python(requires_python)
-    pythons_in_range(requires_python)
+    parse_requires_python(data["requires-python"])
+    pythons_in_range(data["requires-python"])
     deps = tuple(normalize_requirement(d) for d in data["dependencies"])
     check_duplicates(deps)
-    envs = tuple(data.get("environments", DEFAULT_ENVIRONMENTS))
-    check_target_names(envs)
-    lock = lock_from_dict(data["lock"]) if "lock" in data else None
+    check_target_names(tuple(data.get("environments", DEFAULT_ENVIRONMENTS)))
+    manifest = _build(data, deps, lock_from_dict(data["lock"]) if "lock" in data else None)
+    accepted.keep(key, accepted.Accepted(deps, manifest.inputs))
+    return manifest
+
+
+def _build(data: dict[str, Any], deps: tuple[str, ...], lock: Lock | None) -> Manifest:
     return Manifest(
         project=data["project"],
-        requires_python=requires_python,
+        requires_python=data["requires-python"],
         dependencies=deps,
-        environments=envs,
+        environments=tuple(data.get("environments", DEFAULT_ENVIRONMENTS)),
         index=data.get("index", DEFAULT_INDEX),
         lock=lock,
         version=data["version"],
@@ -114,6 +125,8 @@ def normalize_requirement(text: str) -> str:
     shown = text if len(text) <= 80 else text[:77] + "..."
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise RequirementError(f"requirement {shown!r} contains control characters")
+    from packaging.requirements import InvalidRequirement, Requirement
+
     stripped = text.strip()
     if stripped.startswith("-"):
         raise RequirementError(
@@ -133,10 +146,12 @@ def normalize_requirement(text: str) -> str:
 
 
 def check_duplicates(deps: tuple[str, ...]) -> None:
+    from packaging.requirements import Requirement
+
     seen: dict[tuple[str, str], str] = {}
     for d in deps:
         req = Requirement(d)
-        key = (canonicalize_name(req.name), str(req.marker or ""))
+        key = (canonical_name(req.name), str(req.marker or ""))
         if key in seen:
             raise RequirementError(f"{req.name} is declared twice ({seen[key]!r} and {d!r})")
         seen[key] = d
@@ -159,11 +174,13 @@ class ManifestEdit:
 
 def add_dependencies(current: tuple[str, ...], new: list[str]) -> ManifestEdit:
     """Add or replace requirements by name (a new specifier for the same name replaces it)."""
+    from packaging.requirements import Requirement
+
     reqs = [normalize_requirement(n) for n in new]
-    by_name = {canonicalize_name(Requirement(d).name): d for d in current}
+    by_name = {canonical_name(Requirement(d).name): d for d in current}
     out = list(current)
     for r in reqs:
-        key = canonicalize_name(Requirement(r).name)
+        key = canonical_name(Requirement(r).name)
         if key in by_name:
             out[out.index(by_name[key])] = r
         else:
@@ -175,13 +192,15 @@ def add_dependencies(current: tuple[str, ...], new: list[str]) -> ManifestEdit:
 
 
 def remove_dependencies(current: tuple[str, ...], names: list[str]) -> ManifestEdit:
-    keys = {canonicalize_name(n) for n in names}
-    present = {canonicalize_name(Requirement(d).name) for d in current}
+    from packaging.requirements import Requirement
+
+    keys = {canonical_name(n) for n in names}
+    present = {canonical_name(Requirement(d).name) for d in current}
     missing = sorted(keys - present)
     if missing:
         raise RequirementError(
             f"{missing[0]} is not a declared dependency",
             hint="`envsync show` lists what is declared",
         )
-    kept = tuple(d for d in current if canonicalize_name(Requirement(d).name) not in keys)
+    kept = tuple(d for d in current if canonical_name(Requirement(d).name) not in keys)
     return ManifestEdit(kept, removed=sorted(keys))

@@ -6,15 +6,12 @@ whole operation (including resolution) succeeded.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envsync.errors import EnvsyncError, StaleLockError, UsageError
-from envsync.jupyter.kernelspecs import display_name
-from envsync.lock.diff import LockDiff, diff
 from envsync.lock.model import Lock
 from envsync.lock.targets import check_target_names, pythons_in_range, requires_python_for
 from envsync.notebook.file import (
@@ -35,6 +32,12 @@ from envsync.notebook.manifest import (
 )
 from envsync.rules import check_project
 from envsync.settings import DEFAULT_ENVIRONMENTS, DEFAULT_INDEX, Settings, normalize_index
+
+if TYPE_CHECKING:
+    from envsync.lock.diff import LockDiff
+
+# Kernelspecs and lock diffs are imported where they are used: `check` and `sync` only
+# read a project (`load`, `lock_of`) and do not need them.
 
 Progress = Callable[[str], None]
 
@@ -132,14 +135,20 @@ def init(
         manifest = replace(manifest, lock=lock)
     if created:
         # The display name the kernelspec will carry, so Jupyter has nothing to rewrite on open.
+        from envsync.jupyter.kernelspecs import display_name
+
         create_notebook(path, new_notebook_bytes(manifest.kernel_name, display_name(slug, requires)))
     nb = read_notebook(path)
     _save(nb, manifest, edit)
+    from envsync.lock.diff import diff
+
     return LockResult(path, manifest, diff(None, manifest.lock), written=True, created=created)
 
 
 def requires_python_of(python: str | None) -> str:
     """requires-python for a --python value (default: this interpreter's minor)."""
+    import platform
+
     text = python or ".".join(platform.python_version_tuple()[:2])
     requires = requires_python_for(text)
     if requires is None:
@@ -173,6 +182,8 @@ def relock(
         progress=progress,
     )
     updated = replace(manifest, lock=new_lock)
+    from envsync.lock.diff import diff
+
     changes = diff(project.manifest.lock, new_lock)
     if updated.to_dict() == project.manifest.to_dict() and header is None:
         return LockResult(project.path, updated, changes, written=False)
@@ -244,6 +255,8 @@ def show(project: Project) -> Summary:
 
 def diff_notebooks(old: Path, new: Path) -> LockDiff:
     """Lock differences between two versions of a notebook (a missing lock counts as empty)."""
+    from envsync.lock.diff import diff
+
     a, b = load(old).manifest.lock, load(new).manifest.lock
     return diff(a, b)
 

@@ -167,7 +167,7 @@ def sync(
         if held is not None:
             held.release()
         raise
-    packages = drift.expected(lock, rec.marker_env)
+    packages = drift.locked_in(rec, lock)
     if ready.installer_ran and KERNEL_PACKAGE in packages:
         if held is not None:
             compile_kernel_imports(rec.path)
