@@ -8,6 +8,11 @@ pipe. It falls back to running every part here, in order, when fork cannot be us
 safely: no `fork`, one core, or another thread running (a child would inherit that
 thread's locks in whatever state they were). A child that fails is not trusted: its
 part is run again here. Children are ended by their PID if this process is interrupted.
+
+A process that runs threads (a launch serving its gateway) starts a `Helper` first: a
+copy of itself forked while it is still alone, which runs work for it on request and,
+being single-threaded, may split that work with `split_map`. Any failure of the helper
+runs the work here instead.
 """
 
 from __future__ import annotations
@@ -128,3 +133,118 @@ def balanced(items: Sequence[T], weight: Callable[[T], int], n: int) -> list[lis
         parts[lightest].append(items[i])
         totals[lightest] += w
     return [p for p in parts if p]
+
+
+class Helper:
+    """A forked copy of this process that runs `fn(*args)` on request (see the module's text).
+
+    Start it before any thread: `Helper.start()` gives a helper that runs everything here
+    when fork cannot be used. `close()` ends the copy by its PID; it also ends by itself
+    when this process goes (its request pipe closes).
+    """
+
+    def __init__(self, pid: int | None = None, send: int = -1, receive: int = -1) -> None:
+        self.pid = pid
+        self._send, self._receive = send, receive
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls) -> Helper:
+        if not _can_fork():
+            return cls()
+        requests, replies = os.pipe(), os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (*requests, *replies):
+                os.close(fd)
+            return cls()
+        if pid == 0:
+            try:
+                os.close(requests[1])
+                os.close(replies[0])
+                _serve(requests[0], replies[1])
+            finally:
+                os._exit(0)
+        os.close(requests[0])
+        os.close(replies[1])
+        return cls(pid, requests[1], replies[0])
+
+    def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """`fn(*args)`, in the helper when it is alive, else here.
+
+        When `fn` raises in the helper it is run again here, so that its exception is
+        raised with its own type; a helper that cannot be reached is not asked again.
+        """
+        import pickle
+
+        with self._lock:
+            if self.pid is not None:
+                try:
+                    request = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError):
+                    request = None  # not something a pipe can carry: run it here
+                if request is not None:
+                    try:
+                        _write_frame(self._send, request)
+                        ok, value = pickle.loads(_read_frame(self._receive))  # noqa: S301 - our own copy wrote it
+                    except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                        self._stop()
+                    else:
+                        if ok:
+                            return value  # type: ignore[no-any-return]
+        return fn(*args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
+        for fd in (self._send, self._receive):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._send = self._receive = -1
+        if self.pid is not None:
+            _end(self.pid)
+            self.pid = None
+
+
+def _serve(requests: int, replies: int) -> None:
+    import pickle
+
+    # Ctrl-C at the terminal is for the launch, which ends this copy itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    while True:
+        try:
+            fn, args = pickle.loads(_read_frame(requests))  # noqa: S301 - written by our parent
+        except (EOFError, OSError):
+            return  # the parent closed the pipe, or went away
+        try:
+            reply = (True, fn(*args))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which runs the work itself
+            reply = (False, f"{type(exc).__name__}: {exc}")
+        _write_frame(replies, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _write_frame(fd: int, data: bytes) -> None:
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_frame(fd: int) -> bytes:
+    size = int.from_bytes(_read_exactly(fd, 8), "big")
+    return _read_exactly(fd, size)
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("the other end closed the pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)

@@ -137,3 +137,47 @@ def test_a_part_that_cannot_fork_runs_here(monkeypatch: pytest.MonkeyPatch) -> N
     out = procfork.split_map(_pid_and_double, [[1], [2], [3]])
     assert out == [(os.getpid(), [2]), (os.getpid(), [4]), (os.getpid(), [6])]
     assert len(os.listdir("/proc/self/fd")) == before  # no pipe left open
+
+
+def _pid_and_threads(x: int) -> tuple[int, int, int]:
+    return os.getpid(), threading.active_count(), x * 3
+
+
+def _fail(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_a_helper_runs_work_in_its_own_single_threaded_copy_and_ends_by_its_pid() -> None:
+    helper = procfork.Helper.start()
+    assert helper.pid is not None
+    try:
+        worker = threading.Thread(target=threading.Event().wait, args=(0.5,), daemon=True)
+        worker.start()  # the parent runs a thread now; the helper was forked before it
+        pid, threads, value = helper.run(_pid_and_threads, 7)
+        assert (value, threads) == (21, 1) and pid == helper.pid != os.getpid()
+        # Work that fails there is run here, so its exception keeps its type and words.
+        with pytest.raises(ValueError, match="bad 2"):
+            helper.run(_fail, 2)
+        assert helper.run(_pid_and_threads, 1)[0] == helper.pid  # and the helper still serves
+    finally:
+        pid = helper.pid
+        helper.close()
+    assert helper.pid is None and pid not in _children_of_this_process()
+    assert helper.run(_pid_and_threads, 2)[0] == os.getpid()  # closed: the work runs here
+
+
+@pytest.mark.usefixtures("two_jobs")
+def test_a_helper_that_died_is_replaced_by_this_process() -> None:
+    helper = procfork.Helper.start()
+    assert helper.pid is not None
+    os.kill(helper.pid, 9)
+    assert helper.run(_pid_and_threads, 2) == (os.getpid(), threading.active_count(), 6)
+    assert helper.pid is None  # reaped, and not asked again
+
+
+def test_no_helper_is_forked_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVSYNC_JOBS", "2")
+    monkeypatch.setattr(procfork, "_other_threads", lambda: True)
+    helper = procfork.Helper.start()
+    assert helper.pid is None and helper.run(_pid_and_threads, 1)[0] == os.getpid()

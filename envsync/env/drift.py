@@ -285,7 +285,7 @@ def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tup
             mine = {n: entries.get(n, []) for n in wanted}
             return files.deep_check(env, mine), files.count(mine)
     else:
-        record = files.load_columns(env)
+        record = _record(env)
         if record is not None:
             cols = {n: record.get(n, _NO_FILES) for n in wanted}
             return files.fast_check(env, cols), files.count(cols)
@@ -295,3 +295,21 @@ def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tup
 
 
 _NO_FILES = files.Columns([], [], [], "")
+_last: tuple[tuple[str, int, int, int, int], files.Record] | None = None
+
+
+def _record(env: Path) -> files.Record | None:
+    """The env's file record; the last one read is kept by its file's identity (a launch
+    checks the same env before each kernel start, and a build or repair writes a new file)."""
+    global _last
+    try:
+        st = os.stat(env / files.FILES)
+    except OSError:
+        return None
+    key = (str(env), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _last is None or _last[0] != key:
+        record = files.load_columns(env)
+        if record is None:
+            return None
+        _last = (key, record)
+    return _last[1]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envsync import proc, procinfo
+from envsync import proc, procfork, procinfo
 from envsync.errors import EnvsyncError, GatewayError
 from envsync.gateway import control, process, registry, rundir
 from envsync.gateway.process import RunningGateway
@@ -39,8 +39,7 @@ from envsync.ops.sync import Progress, SyncResult
 from envsync.settings import Settings
 
 
-def _ignore(_value: Any) -> None:
-    return None
+def _ignore(_value: Any) -> None: ...
 
 
 @contextlib.contextmanager
@@ -178,6 +177,9 @@ def launch(
             backend=request.backend,
         )
         stack.callback(editor.close)
+        # Forked before the control server's thread, so that the kernel-start check may fork.
+        editor.checker = procfork.Helper.start()
+        stack.callback(editor.checker.close)
         server = control.ControlServer(editor.handle)
         stack.callback(server.close)
         spec = GatewaySpec(
