@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from envsync import procfork
 from envsync.env import drift, history, store
 from envsync.env.sync import ProgressEvent, allowed_indexes, prepare
 from envsync.errors import EnvsyncError
@@ -118,7 +117,8 @@ class EditorControl:
     _consents: list[ConsentRequest] = field(default_factory=list)
     _builder: threading.Thread | None = None
     _closed: bool = False
-    checker: procfork.Helper = field(default_factory=procfork.Helper)  # runs the kernel-start check
+    # The check before each kernel start (a launch runs it in a helper process, see there).
+    kernel_check: Callable[[store.EnvRecord, Lock], drift.DriftReport] = drift.check
 
     @classmethod
     def serving(
@@ -268,7 +268,7 @@ class EditorControl:
     def _kernel_start(self, _request: dict[str, Any]) -> Answer:
         with self._lock:
             lock, rec = self.served.lock, self.served.record
-        report = self.checker.run(drift.check, rec, lock)
+        report = self.kernel_check(rec, lock)
         with self._lock:
             if self.served.lock.fingerprint == lock.fingerprint:
                 self.checked, self._verified_at = report, time.time()

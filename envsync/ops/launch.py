@@ -35,7 +35,7 @@ from envsync.lock.model import Lock
 from envsync.ops.consent import EditorEvent, LockUpdates
 from envsync.ops.editor import EditorControl
 from envsync.ops.preflight import Notice, NoticeKind
-from envsync.ops.sync import Progress, SyncResult
+from envsync.ops.sync import Progress, SyncResult, kernel_start_check
 from envsync.settings import Settings
 
 
@@ -178,8 +178,8 @@ def launch(
         )
         stack.callback(editor.close)
         # Forked before the control server's thread, so that the kernel-start check may fork.
-        editor.checker = procfork.Helper.start()
-        stack.callback(editor.checker.close)
+        checker = stack.enter_context(contextlib.closing(procfork.Helper.start()))
+        editor.kernel_check = functools.partial(checker.run, kernel_start_check)
         server = control.ControlServer(editor.handle)
         stack.callback(server.close)
         spec = GatewaySpec(

@@ -13,11 +13,15 @@ wait for every module of every package, while the first kernel of an env without
 imports are compiled first, then the rest only when a CPU is idle. When a gateway is about
 to serve the env (`hold`, as `launch` asks), the kernel's imports are compiled before
 the sync returns (about a second on a new env), so its first kernel does not race them.
+Even at idle priority the compile slowed each kernel start by about 0.15 s while it ran (two
+cores), so a kernel start pauses it for a few seconds (`kernel_start_check`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,9 @@ from envsync.settings import Settings
 
 # The compile gives up after this long (it ends itself: nothing waits for it).
 COMPILE_DEADLINE = 900
+# A file in the env whose mtime says until when the compile waits between two modules.
+COMPILE_PAUSE = "envsync-compile-pause"
+KERNEL_START_PAUSE = 5.0  # seconds: a kernel start and its first execute fit in it
 KERNEL_PACKAGE = "ipykernel"
 
 # Run by the env's own interpreter in isolated mode, so PYTHONDONTWRITEBYTECODE and the
@@ -45,19 +52,29 @@ KERNEL_PACKAGE = "ipykernel"
 # priority), so a kernel started meanwhile does not wait for it: importing what a kernel
 # start imports writes exactly those `.pyc` files first; compileall then covers the rest.
 _COMPILE = """\
-import compileall, importlib, os, signal, sys, sysconfig
+import compileall, importlib, os, signal, sys, sysconfig, time
 signal.alarm(int(sys.argv[1]))
 try:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 except (AttributeError, OSError):
     os.nice(19)
-for name in sys.argv[2:]:
+def paused():
+    try:
+        return os.stat(sys.argv[2]).st_mtime > time.time()
+    except OSError:
+        return False
+for name in sys.argv[3:]:
     try:
         importlib.import_module(name)
     except Exception:
         pass
 for folder in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
-    compileall.compile_dir(folder, quiet=2, workers=1)
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            while paused():
+                time.sleep(0.1)
+            compileall.compile_file(os.path.join(root, name), quiet=2)
 """
 
 # What a kernel start imports (its app, the IPython kernel and shell, the debugger), compiled
@@ -194,7 +211,7 @@ def compile_in_background(env: Path) -> None:
     _compiling[:] = [p for p in _compiling if p.poll() is None]
     try:
         started = proc.spawn(
-            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE), *KERNEL_MODULES],
+            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE), str(env / COMPILE_PAUSE), *KERNEL_MODULES],
             env=proc.clean_env(),
             stdout=proc.DEVNULL,
             stderr=proc.DEVNULL,
@@ -202,6 +219,20 @@ def compile_in_background(env: Path) -> None:
     except EnvsyncError:
         return
     _compiling.append(started)
+
+
+def kernel_start_check(rec: store.EnvRecord, lock: Lock) -> drift.DriftReport:
+    """The file check before a kernel starts in `rec`; its background compile waits meanwhile.
+
+    The compile waits until `KERNEL_START_PAUSE` seconds from now, so that the kernel's
+    start and first execute do not share the cores with it; it goes on by itself after.
+    """
+    pause = rec.path / COMPILE_PAUSE
+    with contextlib.suppress(OSError):
+        pause.touch()
+        until = time.time() + KERNEL_START_PAUSE
+        os.utime(pause, (until, until))
+    return drift.check(rec, lock)
 
 
 def compile_kernel_imports(env: Path) -> None:
