@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from envsync.cli import main
+from envsync.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

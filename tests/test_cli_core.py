@@ -949,3 +949,28 @@ def test_help_of_the_installed_console_script_exits_0() -> None:
     res = subprocess.run([str(VENV_BIN / "envsync"), "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     assert "exit codes: 0 ok, 1 error, 2 usage" in res.stdout
+
+
+def test_the_envsync_command_exits_with_mains_codes_and_its_whole_output(tmp_path: Path) -> None:
+    """`python -m envsync` (the `envsync` command's `entry`) keeps every exit code and line."""
+    from tests.support.processes import child_env
+
+    nb = tmp_path / "nb.ipynb"
+    shutil.copy(Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb", nb)
+    home = str(tmp_path / "home")
+    cases = {
+        0: ["show", str(nb), "--json"],  # a whole JSON document on stdout
+        2: ["show", str(nb), "--no-such-option"],
+        3: ["check", str(nb)],  # no env built: drift
+        1: ["show", str(tmp_path / "missing.ipynb")],
+    }
+    for code, args in cases.items():
+        run = subprocess.run(
+            [sys.executable, "-m", "envsync", "--home", home, *args], capture_output=True, text=True, env=child_env()
+        )
+        assert run.returncode == code, (args, run.stderr)
+    shown = subprocess.run(
+        [sys.executable, "-m", "envsync", "--home", home, "show", str(nb), "--json"],
+        capture_output=True, text=True, env=child_env(), check=True,
+    )
+    assert json.loads(shown.stdout)["project"] == "quickstart"

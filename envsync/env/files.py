@@ -16,7 +16,6 @@ Python rewrites on import) are not recorded.
 from __future__ import annotations
 
 import base64
-import csv
 import enum
 import hashlib
 import io
@@ -74,6 +73,7 @@ def read_record(env: Path, dist_info: Path) -> list[tuple[str, str, int | None]]
 
     Entries without a sha256, byte code and paths that leave the env are left out.
     """
+    import csv  # only builds and repairs read RECORD: `check` does not load it
     try:
         text = (dist_info / "RECORD").read_text(encoding="utf-8", errors="replace")
     except OSError:

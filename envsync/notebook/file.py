@@ -8,7 +8,6 @@ exactly as the editor that saved the file wrote them.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -268,6 +267,8 @@ def write_manifest(nb: NotebookFile, value: Any | None, *, edit: Callable[[str],
             ) from None
         # Every envsync writer holds this lock, so a temp file of ours still here is
         # what a killed writer left: remove it rather than leave a notebook-sized file.
+        import glob
+
         for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
             with contextlib.suppress(OSError):
                 stale.unlink()
