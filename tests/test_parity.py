@@ -12,7 +12,7 @@ import pytest
 
 from envsync import proc
 from envsync.cli import main
-from envsync.env import drift, files, store
+from envsync.env import drift, files, store, wheel_record
 from envsync.env.drift import check_lock
 from envsync.errors import InstallError
 from envsync.ops.sync import ProgressEvent, SyncResult, sync
@@ -346,7 +346,7 @@ def test_record_rows_outside_site_packages_are_kept_inside_the_env_and_the_rest_
     ]
     (info / "RECORD").write_text("\n".join(rows) + "\n")
     site = "lib/python3.11/site-packages"
-    assert files.read_record(env, info) == [
+    assert wheel_record.read_record(env, info) == [
         (f"{site}/demo/__init__.py", h, 12),
         (f"{site}/demo/sub/x.py", h, None),
         ("bin/demo-tool", h, 40),

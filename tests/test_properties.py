@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,24 @@ def test_marker_fork_where_only_the_older_branch_moves_is_reported_as_upgraded()
 @given(a=locks(forks=True), b=locks(forks=True))
 def test_inverse_of_a_diff_is_the_diff_the_other_way_with_marker_forks(a: Lock, b: Lock) -> None:
     assert diff(a, b).inverse() == diff(b, a)
+
+
+@given(st.text(alphabet='ab/.,=\n"\r\x00 é', max_size=60))
+def test_record_rows_split_by_hand_are_the_csv_modules_rows(text: str) -> None:
+    import csv
+    import io
+
+    from envsync.env.wheel_record import _rows
+
+    def kept(rows: Iterable[list[str]]) -> list[list[str]]:  # read_record skips rows of under two fields
+        return [r for r in rows if len(r) >= 2]
+
+    try:
+        expected = kept(csv.reader(io.StringIO(text)))
+    except csv.Error:
+        expected = None
+    try:
+        got = kept(_rows(text))
+    except csv.Error:
+        got = None
+    assert got == expected

@@ -15,10 +15,8 @@ Python rewrites on import) are not recorded.
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from envsync import procfork
+from envsync.env.wheel_record import read_record, record_hash
 from envsync.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
@@ -61,45 +60,6 @@ class Entry(NamedTuple):
 
 Entries = dict[str, list[Entry]]  # canonical distribution name -> its files
 Problems = dict[str, list[FileProblem]]
-
-
-def record_hash(data_digest: bytes) -> str:
-    """RECORD's spelling of a sha256 digest."""
-    return "sha256=" + base64.urlsafe_b64encode(data_digest).rstrip(b"=").decode()
-
-
-def read_record(env: Path, dist_info: Path) -> list[tuple[str, str, int | None]]:
-    """(path relative to the env, RECORD hash, RECORD size) of each hashed file RECORD lists.
-
-    Entries without a sha256, byte code and paths that leave the env are left out.
-    """
-    import csv  # only builds and repairs read RECORD: `check` does not load it
-    try:
-        text = (dist_info / "RECORD").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    root = os.path.normpath(env)
-    site = os.path.dirname(os.path.normpath(dist_info))
-    # Most rows name a file below site-packages: joined as text, without normpath and
-    # relpath for each of them (a quarter of a second for a 12,000-file env).
-    prefix = os.path.relpath(site, root).replace(os.sep, "/") + "/"
-    out = []
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) < 2 or not row[1].startswith("sha256=") or row[0].endswith(".pyc"):
-            continue
-        name = row[0]
-        probe = f"/{name}/"
-        if "\\" in name or "//" in probe or "/./" in probe or "/../" in probe:
-            full = os.path.normpath(os.path.join(site, name))
-            rel = os.path.relpath(full, root)
-            if rel.startswith(".." + os.sep) or rel == ".." or os.path.isabs(rel):
-                continue
-            rel = rel.replace(os.sep, "/")
-        else:
-            rel = prefix + name
-        size = int(row[2]) if len(row) > 2 and row[2].isdigit() else None
-        out.append((rel, row[1], size))
-    return out
 
 
 def _hash_file(path: str) -> tuple[str, os.stat_result] | None:
