@@ -15,7 +15,7 @@ from envsync.env import drift, files, installers, interpreters, store
 from envsync.env.install import Phase as Phase
 from envsync.env.install import Progress as Progress
 from envsync.env.install import ProgressEvent as ProgressEvent
-from envsync.env.install import install, quiet, uninstall, verified_files
+from envsync.env.install import install, memo_meanwhile, quiet, uninstall, verified_files
 from envsync.env.interpreters import Interpreter
 from envsync.errors import InstallError, ToolError
 from envsync.fsutil import atomic_write_text
@@ -174,6 +174,7 @@ def _build(
         requirements = path / REQUIREMENTS
         atomic_write_text(requirements, hashed_requirements(pkgs))
         report(ProgressEvent(Phase.INSTALL, f"installing {len(pkgs)} packages with {be.name}", 0, len(pkgs)))
+        memo = memo_meanwhile(be, settings)
         install(be, path, requirements, indexes, settings, len(pkgs), report)
         report(ProgressEvent(Phase.VERIFY, "checking what was installed against the lock"))
         have = drift.installed(path)
@@ -181,7 +182,7 @@ def _build(
         diffs, ignored = drift.compare(want, have, seed=seed)
         if diffs:
             raise InstallError(f"the installed environment does not match the lock: {_summary(diffs)}")
-        verified = verified_files(be, path, want, requirements, indexes, settings, report)
+        verified = verified_files(be, path, want, requirements, indexes, settings, report, memo())
         files.write(path, verified)
         rec = store.EnvRecord(
             path=path,
