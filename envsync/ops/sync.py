@@ -64,6 +64,8 @@ def paused():
     except OSError:
         return False
 for name in sys.argv[3:]:
+    while paused():
+        time.sleep(0.1)
     try:
         importlib.import_module(name)
     except Exception:
@@ -188,7 +190,7 @@ def sync(
     if ready.installer_ran and KERNEL_PACKAGE in packages:
         if held is not None:
             compile_kernel_imports(rec.path)
-        compile_in_background(rec.path)
+        compile_in_background(rec.path, first=() if held is not None else KERNEL_MODULES)
     return SyncResult(
         env=rec.path,
         key=rec.key,
@@ -206,12 +208,16 @@ def sync(
     )
 
 
-def compile_in_background(env: Path) -> None:
-    """Start compiling the env's modules to bytecode, without waiting; a failure costs only speed."""
+def compile_in_background(env: Path, first: tuple[str, ...] = KERNEL_MODULES) -> None:
+    """Start compiling the env's modules to bytecode, without waiting; a failure costs only speed.
+
+    The modules `first` are imported first (which writes their bytecode), then every
+    module is compiled; a launch, which compiled the kernel's imports already, gives none.
+    """
     _compiling[:] = [p for p in _compiling if p.poll() is None]
     try:
         started = proc.spawn(
-            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE), str(env / COMPILE_PAUSE), *KERNEL_MODULES],
+            [env_python(env), "-I", "-c", _COMPILE, str(COMPILE_DEADLINE), str(env / COMPILE_PAUSE), *first],
             env=proc.clean_env(),
             stdout=proc.DEVNULL,
             stderr=proc.DEVNULL,
