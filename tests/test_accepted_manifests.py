@@ -161,3 +161,18 @@ def test_the_cli_remembers_in_the_state_folder_and_refuses_an_edit(tmp_path: Pat
     nb.write_text(json.dumps(body), encoding="utf-8")
     assert main(["--home", str(home), "lock", "--check", str(nb)]) == 1
     assert len(kept(home / "state")) == 1
+
+
+def test_a_forged_acceptance_does_not_let_a_bad_project_index_or_target_through(remembered: Path) -> None:
+    good = parse_manifest(quickstart_manifest())
+    for change in (
+        lambda d: d.update(project="../../etc"),
+        lambda d: d.update(index="https://example.org/simple' --trusted-host x"),
+        lambda d: d.update(environments=["linux-x86_64", "plan9"]),
+    ):
+        bad = quickstart_manifest()
+        change(bad)
+        accepted.keep(accepted.content_key(bad), accepted.Accepted(good.dependencies, good.inputs))
+        assert accepted.recall(bad)[1] is not None  # as if the state folder had been written by someone else
+        with pytest.raises(EnvsyncError):
+            parse_manifest(bad)

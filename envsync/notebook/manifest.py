@@ -79,22 +79,29 @@ def parse_manifest(data: Any) -> Manifest:
     """
     key, known = accepted.recall(data)
     if known is not None:
+        # The shapes that name folders, URLs and platforms are checked every time (they cost
+        # microseconds): what was remembered then only spares the schema and packaging.
+        _check_shapes(data)
         lock = lock_from_dict(data["lock"], known=True) if "lock" in data else None
         manifest = _build(data, known.dependencies, lock)
         manifest.lock_inputs.remember_digest(known.inputs)
         return manifest
     validate_data(data)
-    check_project(data["project"])
-    if "index" in data and not is_index_url(data["index"]):
-        raise ManifestError(f"metadata.envsync.index {data['index'][:80]!r} is not an http(s) URL")
+    _check_shapes(data)
     parse_requires_python(data["requires-python"])
     pythons_in_range(data["requires-python"])
     deps = tuple(normalize_requirement(d) for d in data["dependencies"])
     check_duplicates(deps)
-    check_target_names(tuple(data.get("environments", DEFAULT_ENVIRONMENTS)))
     manifest = _build(data, deps, lock_from_dict(data["lock"]) if "lock" in data else None)
     accepted.keep(key, accepted.Accepted(deps, manifest.inputs))
     return manifest
+
+
+def _check_shapes(data: dict[str, Any]) -> None:
+    check_project(data["project"])
+    if "index" in data and not is_index_url(data["index"]):
+        raise ManifestError(f"metadata.envsync.index {data['index'][:80]!r} is not an http(s) URL")
+    check_target_names(tuple(data.get("environments", DEFAULT_ENVIRONMENTS)))
 
 
 def _build(data: dict[str, Any], deps: tuple[str, ...], lock: Lock | None) -> Manifest:
