@@ -14,18 +14,19 @@ WHY: dict[tuple[str, str, str], str] = {
     ),
     ("build", "envsync_sync", "uv_copy"): (
         "beyond uv's own copying install, envsync starts its own process (imports, the manifest and the "
-        "lock read and checked, an interpreter chosen: 0.17-0.22 s before uv starts, timed alone on "
+        "lock read and checked, an interpreter chosen: 0.1-0.2 s before uv starts, timed alone on "
         "2026-12-01), then checks every installed file against its wheel's RECORD, the work split over "
         "the cores by fork (a copy of a uv cache file that was hashed before and is unchanged since, same "
-        "device, inode, size, mtime and ctime, costs two stats; any other file is hashed: 0.15-0.35 s for "
-        "11,847 files), and writes the file record, the ready marker, the kernelspec and the history "
-        "record. Closing it: checking each distribution as soon as uv has installed it rather than after "
-        "the whole install, and a start that imports less. Earlier runs of this table deleted the "
-        "previous env just before each build; on this machine's ext4 without a journal, creating files "
-        "within a minute or more of deleting 12,000 skips every recently freed inode (a profile of a slow "
-        "`uv pip sync` had most of its time in the kernel's `recently_deleted`), which made whichever "
-        "build followed a delete 2-5× slower. The harness now sets envs aside and deletes them after the "
-        "last figure."
+        "device, inode, size, mtime and ctime, costs two stats; any other file is hashed: 0.2-0.3 s for "
+        "11,847 files, of which the stats are about half), and writes the file record, the ready marker, "
+        "the kernelspec and the history record. The cache memo is read while uv installs, and RECORD rows "
+        "are split without the csv module. Closing it: checking each distribution as soon as uv has "
+        "installed it (uv reports what it installed only at the end of the install), or the stats and "
+        "the RECORD parsing in compiled code. Earlier runs of this table deleted the previous env just "
+        "before each build; on this machine's ext4 without a journal, creating files within a minute or "
+        "more of deleting 12,000 skips every recently freed inode (a profile of a slow `uv pip sync` had "
+        "most of its time in the kernel's `recently_deleted`), which made whichever build followed a "
+        "delete 2-5× slower. The harness now sets envs aside and deletes them after the last figure."
     ),
     ("build", "envsync_sync", "juv_venv"): (
         "`juv venv` takes uv's hard links and checks no file: see the row against uv's hard links."
@@ -39,18 +40,22 @@ WHY: dict[tuple[str, str, str], str] = {
         "the file record; the uv backend is the fast path."
     ),
     ("commands", "envsync_check", "envsync_help"): (
-        "`check` reads the notebook, validates its lock (packaging parses every version and marker: "
-        "packaging's markers, specifiers and tags are imports `--help` never needs), finds the env and "
-        "stats every recorded file (about 12,000 here), split over the cores by fork. Output that "
-        "reaches no terminal is plain text, without importing rich. What is left is mostly the stat "
-        "calls, each a system call that costs this virtual machine several microseconds, and the lock's "
-        "imports. Closing it: remembering a validated lock by its content as the manifest's schema "
-        "check already is, so that an unchanged lock needs no packaging import; directory mtimes "
-        "cannot stand in for the per-file stats, since an edit in place does not change them."
+        "`check` reads the notebook, finds the env and stats every recorded file (about 12,000 here), "
+        "split over the cores by fork. A manifest this machine accepted before (kept by the sha256 of its "
+        "content, of the schema and of the code that checked it) is rebuilt from what its first reading "
+        "computed, so neither jsonschema nor packaging is imported, and what the lock installs in the env "
+        "is read from the env's ready marker instead of evaluating the lock's markers again. Output that "
+        "reaches no terminal is plain text, without rich, and the command exits without sweeping its heap "
+        "for cycles (20-35 ms at exit, `--help` included). What is left is the stat calls, each a system "
+        "call of several microseconds on this virtual machine plus the interpreter's work around it, "
+        "reading the file record, and importing envsync's own lock, drift and project modules. Closing "
+        "it: a stat-free way to know that no file changed, which a one-shot command does not have "
+        "(directory mtimes miss an edit in place; a watch needs a process that outlives the command)."
     ),
     ("commands", "envsync_sync_reuse", "envsync_help"): (
-        "`sync` on a built env does the same file check as `check`, then rewrites the history record "
-        "(fsynced; the kernelspec is left alone when unchanged). Closing it: as for `check`."
+        "`sync` on a built env does the same file check as `check`, imports the sync modules (the "
+        "installers, interpreters and history), takes the env's key lock and rewrites the history record "
+        "(the kernelspec is left alone when unchanged). Closing it: as for `check`."
     ),
     ("commands", "envsync_check", "pip_freeze"): (
         "`envsync check` compares every file's size and mtime too, where `pip freeze` reads names and "
@@ -63,18 +68,20 @@ WHY: dict[tuple[str, str, str], str] = {
     ("kernels", "envsync_first", "pip_first"): (
         "pip compiles every module to bytecode while installing. envsync builds without it; `launch` "
         "compiles what a kernel start imports before the gateway starts, and the rest of the env is "
-        "compiled by a background process that runs only when a CPU is idle. Every kernel start behind "
-        "envsync's gateway also waits for the launch process to check the env's files (one stat each "
-        "of 11,847 files: 72 ms in one process, measured alone on 2026-12-01; the launch process serves "
-        "that check from its control socket's threads, so it cannot fork the work as `check` does). "
-        "Closing it: a check at each start that costs less than a stat a file, such as watching the "
-        "env's folders for changes (inotify) from the check at launch on, and checking again only what "
-        "changed."
+        "compiled by a background process that runs only when a CPU is idle and waits 5 s from each "
+        "kernel start (at idle priority it still slowed each start by about 0.15 s on two cores: 0.76 s "
+        "against 0.61 s with the compile stopped, measured on 2026-12-01). Every kernel start behind "
+        "envsync's gateway also waits for the file check of the env (one stat a file of 11,847), run by "
+        "a helper process that the launch forked before its threads started, so that the stats are split "
+        "over the cores. Closing the rest: a check at each start that costs less than a stat a file, such "
+        "as watching the env's folders (inotify) from the launch's check on; it would trust the watch "
+        "where a stat would see an mmap write or a change on a network filesystem."
     ),
     ("kernels", "envsync_later", "pip_later"): (
-        "right after a build the background compile still shares the disk and the CPUs; the rows "
-        "`envsync_settled` and `kernelgateway_same_env` show a settled env behind envsync's gateway and "
-        "behind a bare Kernel Gateway."
+        "each start behind envsync's gateway waits for the file check (see the first-kernel row), and "
+        "right after a build the background compile still shares the disk; the rows `envsync_settled` "
+        "and `kernelgateway_same_env` show a settled env behind envsync's gateway and behind a bare "
+        "Kernel Gateway."
     ),
     ("launch", "envsync_launch", "marimo_sandbox"): (
         "marimo's editor server answers `GET /` before any kernel process exists; envsync's launch checks "
