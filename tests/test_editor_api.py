@@ -715,8 +715,9 @@ def test_consent_unanswered_in_time_is_a_refusal_and_an_answer_from_the_hook_sta
         status, body = answers.get(timeout=5)
         assert status == 202, body
         served = body["fingerprint"]
-        assert wait_until(lambda: editor.state_body()["fingerprint"] == served, BUILD_TIMEOUT)
-        assert editor.state_body()["state"] == "ready"
+        # The build thread switches the served env, records the run, then reports ready.
+        assert wait_until(lambda: editor.state_body()["state"] == "ready", BUILD_TIMEOUT)
+        assert editor.state_body()["fingerprint"] == served
         assert any(isinstance(e, LockUpdateReady) for e in editor.events())
         assert manifest_of(nb) == theirs
     finally:
