@@ -18,8 +18,9 @@ cache layout is uv's own: when it changes, no source is found and every file is 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+
+from envsync.rules import canonical_name
 
 FILE = "verified-uv-cache-v2.txt"
 _MAX_LINES = 400_000  # then the memo starts again (a few builds' worth of hashing)
@@ -89,8 +90,7 @@ class CacheMemo:
     def source(self, dist_info: Path) -> Path | None:
         """The folder of uv's cache whose files uv copied into the env for this distribution, or None."""
         name, _, version = dist_info.name.removesuffix(".dist-info").rpartition("-")
-        canonical = re.sub(r"[-_.]+", "-", name).lower()
-        folders = self._wheel_folders().get(canonical)
+        folders = self._wheel_folders().get(canonical_name(name))
         if not folders:
             return None
         try:
