@@ -76,6 +76,13 @@ def _end(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
+def _own_signals(on_interrupt: signal.Handlers) -> None:
+    """A forked copy's handlers: the parent's (a launch stopping its gateway on SIGTERM) are not its own."""
+    signal.signal(signal.SIGINT, on_interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start(fn: Callable[[T], R], part: T) -> tuple[int, int] | None:
     """A child working on `part`: its PID and the pipe its result comes through; None when none could start."""
     read_fd, write_fd = os.pipe()
@@ -88,9 +95,7 @@ def _start(fn: Callable[[T], R], part: T) -> tuple[int, int] | None:
     if pid == 0:
         code = 1
         try:
-            # The parent's handlers (a launch stopping its gateway on SIGTERM) are not the child's.
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
+            _own_signals(signal.SIG_DFL)
             os.close(read_fd)
             import pickle
 
@@ -212,10 +217,7 @@ class Helper:
 def _serve(requests: int, replies: int) -> None:
     import pickle
 
-    # Ctrl-C at the terminal is for the launch, which ends this copy itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    _own_signals(signal.SIG_IGN)  # Ctrl-C at the terminal is for the launch, which ends this copy itself
     while True:
         try:
             fn, args = pickle.loads(_read_frame(requests))  # noqa: S301 - written by our parent
