@@ -128,6 +128,30 @@ def _collect(pid: int, fd: int) -> tuple[Any] | None:
         return None
 
 
+class Ahead:
+    """`fn(arg)` started now in a forked child, its result taken later (or never).
+
+    For work whose answer is likely to be needed once this process has done other
+    things (importing, reading); nothing is started when fork cannot be used safely.
+    """
+
+    def __init__(self, fn: Callable[[T], Any], arg: T) -> None:
+        self._child = _start(fn, arg) if _can_fork() else None
+
+    def result(self) -> tuple[Any] | None:
+        """The child's result in a 1-tuple (waiting for it), or None when it failed or none ran; once."""
+        child, self._child = self._child, None
+        return _collect(*child) if child is not None else None
+
+    def cancel(self) -> None:
+        """End the child by its PID when its result was not taken."""
+        child, self._child = self._child, None
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.close(child[1])
+            _end(child[0])
+
+
 def balanced(items: Sequence[T], weight: Callable[[T], int], n: int) -> list[list[T]]:
     """`items` in up to `n` parts of about equal total weight (heaviest first, each to the lightest part)."""
     parts: list[list[T]] = [[] for _ in range(max(1, n))]

@@ -2,7 +2,7 @@
 
 `main(argv)` can be called from tests; it never raises for user errors, it returns the
 exit code: 0 ok, 1 error, 2 usage, 3 drift or stale lock, 130 interrupted. The `envsync`
-command runs `entry`.
+command is `envsync.__main__.entry`.
 """
 
 from __future__ import annotations
@@ -92,17 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         accepted.remember_in(None)
 
-
-def entry() -> int:
-    """The `envsync` command: `main`, then an exit that does not sweep the heap for cycles.
-
-    At exit the interpreter runs its cycle collector over every object still alive; for
-    a short command that was 20-35 ms of the run, more than the check it made. Frozen
-    first, those objects are still freed by reference counting, and atexit handlers and
-    the flushing of output still run; only cycles among them are left to the OS.
-    """
-    code = main()
-    import gc
-
-    gc.freeze()
-    return code

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envsync.env import files, store
+from envsync.env import early_check, files, store
 from envsync.env.files import FileProblem
 from envsync.env.store import EnvRecord
 from envsync.errors import DriftError
@@ -285,7 +285,12 @@ def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tup
             mine = {n: entries.get(n, []) for n in wanted}
             return files.deep_check(env, mine), files.count(mine)
     else:
-        record = _record(env)
+        key = files.record_key(env)
+        early = early_check.take(env, key)
+        if early is not None:  # the same record, checked while this command started
+            problems, counts = early
+            return {n: p for n, p in problems.items() if n in wanted}, sum(counts.get(n, 0) for n in wanted)
+        record = _record(env, key)
         if record is not None:
             cols = {n: record.get(n, _NO_FILES) for n in wanted}
             return files.fast_check(env, cols), files.count(cols)
@@ -295,21 +300,19 @@ def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tup
 
 
 _NO_FILES = files.Columns([], [], [], "")
-_last: tuple[tuple[str, int, int, int, int], files.Record] | None = None
+_last: tuple[tuple[str, files.RecordKey], files.Record] | None = None
 
 
-def _record(env: Path) -> files.Record | None:
-    """The env's file record; the last one read is kept by its file's identity (a launch
-    checks the same env before each kernel start, and a build or repair writes a new file)."""
+def _record(env: Path, key: files.RecordKey | None) -> files.Record | None:
+    """The env's file record, whose identity is `key`; the last one read is kept by that
+    identity (a launch checks the same env before each kernel start, and a build or
+    repair writes a new file)."""
     global _last
-    try:
-        st = os.stat(env / files.FILES)
-    except OSError:
+    if key is None:
         return None
-    key = (str(env), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if _last is None or _last[0] != key:
+    if _last is None or _last[0] != (str(env), key):
         record = files.load_columns(env)
         if record is None:
             return None
-        _last = (key, record)
+        _last = ((str(env), key), record)
     return _last[1]

@@ -222,6 +222,18 @@ def has_record(env: Path) -> bool:
 _HEAD = b'{"format":%d,' % FORMAT
 
 
+RecordKey = tuple[int, int, int, int]  # the record file's device, inode, size and mtime_ns
+
+
+def record_key(env: Path) -> RecordKey | None:
+    """The identity of the env's file record (a rewrite changes it), or None when it has none."""
+    try:
+        st = os.stat(env / FILES)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def load_columns(env: Path) -> Record | None:
     """The env's file record, or None when it has none (an env built before records existed)."""
     try:
@@ -251,9 +263,9 @@ def load(env: Path) -> Entries | None:
         return None
 
 
-def fast_check(env: Path, record: Record) -> Problems:
-    """Recorded files whose size or mtime changed, or that are gone: one stat a file."""
-    parts = procfork.balanced(list(record.items()), lambda item: len(item[1].paths), procfork.cores())
+def fast_check(env: Path, record: Record, *, split: bool = True) -> Problems:
+    """Recorded files whose size or mtime changed, or that are gone: one stat a file (`split`: over the cores)."""
+    parts = procfork.balanced(list(record.items()), lambda item: len(item[1].paths), procfork.cores() if split else 1)
     problems: Problems = {}
     for found in procfork.split_map(lambda part: _fast_part(env, part), parts):
         problems.update(found)
