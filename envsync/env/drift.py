@@ -235,7 +235,7 @@ def check(env: EnvRecord, lock: Lock, *, deep: bool = False) -> DriftReport:
     diffs, ignored = compare(want, have, seed=env.seed)
     differing = {d.name for d in diffs}
     same = [n for n in want if n not in differing]
-    problems, checked = file_problems(env.path, same, deep=deep)
+    problems, checked, elsewhere = file_problems(env.path, same, deep=deep)
     modified = tuple(
         Difference(n, DriftKind.MODIFIED, want[n], have[n], tuple(problems[n])) for n in sorted(problems)
     )
@@ -245,7 +245,7 @@ def check(env: EnvRecord, lock: Lock, *, deep: bool = False) -> DriftReport:
         python_version=env.python_version,
         differences=tuple(sorted(diffs + modified, key=lambda d: d.name)),
         ignored=ignored,
-        seconds=time.perf_counter() - start,
+        seconds=max(time.perf_counter() - start, elsewhere),  # stats started early took what they took
         files_checked=checked,
         deep=deep,
     )
@@ -276,27 +276,29 @@ def check_lock(
     return check(ready[0], lock, deep=deep)
 
 
-def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tuple[files.Problems, int]:
-    """The files of `names` that differ from the env's record, and how many were compared."""
+def file_problems(env: Path, names: Iterable[str], *, deep: bool = False) -> tuple[files.Problems, int, float]:
+    """The files of `names` that differ from the env's record, how many were compared, and the
+    seconds the stats took in the early check when they ran there (0 when they ran here)."""
     wanted = set(names)
     if deep:
         entries = files.load(env)
         if entries is not None:
             mine = {n: entries.get(n, []) for n in wanted}
-            return files.deep_check(env, mine), files.count(mine)
+            return files.deep_check(env, mine), files.count(mine), 0.0
     else:
         key = files.record_key(env)
         early = early_check.take(env, key)
         if early is not None:  # the same record, checked while this command started
-            problems, counts = early
-            return {n: p for n, p in problems.items() if n in wanted}, sum(counts.get(n, 0) for n in wanted)
+            every, counts, seconds = early
+            differ = {n: p for n, p in every.items() if n in wanted}
+            return differ, sum(counts.get(n, 0) for n in wanted), seconds
         record = _record(env, key)
         if record is not None:
             cols = {n: record.get(n, _NO_FILES) for n in wanted}
-            return files.fast_check(env, cols), files.count(cols)
+            return files.fast_check(env, cols), files.count(cols), 0.0
     # Built before file records existed: verify against RECORD itself (slower, read-only).
     found, problems = files.verify(env, dist_infos(env, wanted))
-    return problems, files.count(found) + sum(len(p) for p in problems.values())
+    return problems, files.count(found) + sum(len(p) for p in problems.values()), 0.0
 
 
 _NO_FILES = files.Columns([], [], [], "")

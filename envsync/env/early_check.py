@@ -60,8 +60,8 @@ def start(argv: Sequence[str]) -> None:
     _started = Started(state, notebook, hinted, work)
 
 
-def take(env: Path, key: RecordKey | None) -> tuple[files.Problems, dict[str, int]] | None:
-    """The early check's problems and file counts a distribution, when it checked `env`'s record `key`.
+def take(env: Path, key: RecordKey | None) -> tuple[files.Problems, dict[str, int], float] | None:
+    """The early check's problems, file counts a distribution and seconds, when it checked `env`'s record `key`.
 
     Taken once: a second check in the same command (after a repair) stats again.
     """
@@ -74,8 +74,8 @@ def take(env: Path, key: RecordKey | None) -> tuple[files.Problems, dict[str, in
     got = work.result()
     if got is None or key is None or _started.hinted != str(env):
         return None
-    early_key, problems, counts = got[0]
-    return (problems, counts) if early_key == key else None
+    early_key, problems, counts, seconds = got[0]
+    return (problems, counts, seconds) if early_key == key else None
 
 
 def finish() -> None:
@@ -131,14 +131,18 @@ def _remember(state: Path, notebook: str, env: str) -> None:
         pass  # a hint not kept only means no early start next time
 
 
-def _check_env(env: str) -> tuple[RecordKey | None, files.Problems, dict[str, int]]:
-    """In the child: the record's identity, then the fast check of every recorded file."""
+def _check_env(env: str) -> tuple[RecordKey | None, files.Problems, dict[str, int], float]:
+    """In the child: the record's identity, the fast check of every recorded file, and how long it took."""
+    import time
+
     from envsync.env import files
 
+    start = time.perf_counter()
     path = Path(env)
     key = files.record_key(path)
     record = files.load_columns(path) if key is not None else None
     if record is None:
-        return None, {}, {}
+        return None, {}, {}, 0.0
     problems = files.fast_check(path, record, split=False)  # this process's other core imports
-    return key, problems, {name: len(cols.paths) for name, cols in record.items()}
+    counts = {name: len(cols.paths) for name, cols in record.items()}
+    return key, problems, counts, time.perf_counter() - start
