@@ -54,7 +54,7 @@ def start(argv: Sequence[str]) -> None:
     home, notebook = command
     from envsync import settings
 
-    state = (Path(home).expanduser() if home else settings.default_home()) / "state"
+    state = (Path(home) if home else settings.default_home()) / "state"  # as the command line takes it
     hinted = _hints(state).get(notebook)
     work = procfork.Ahead(_check_env, hinted) if hinted else None
     _started = Started(state, notebook, hinted, work)
@@ -97,7 +97,7 @@ def _command(argv: Sequence[str]) -> tuple[str | None, str] | None:
     for arg in args:
         name, eq, value = arg.partition("=")
         if arg == "--deep" or arg == "--":
-            return None  # a deep check hashes: nothing to start early
+            return None  # a deep check hashes (nothing to start early); after `--`, leave it to argparse
         if name in _VALUED:
             value = value if eq else next(args, "")
             if name == "--home":
@@ -124,8 +124,9 @@ def _remember(state: Path, notebook: str, env: str) -> None:
     hints.pop(notebook, None)
     hints[notebook] = env
     kept = dict(list(hints.items())[-KEEP:])
+    if not state.is_dir():  # a command that compared an env has written its state folder
+        return
     try:
-        state.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state / HINTS, json.dumps(kept, indent=0) + "\n")
     except OSError:
         pass  # a hint not kept only means no early start next time
