@@ -9,6 +9,9 @@ safely: no `fork`, one core, or another thread running (a child would inherit th
 thread's locks in whatever state they were). A child that fails is not trusted: its
 part is run again here. Children are ended by their PID if this process is interrupted.
 
+`Ahead` starts one piece of work in a child at once, for a result wanted later (the file
+check a `check` starts before importing its own code); it is taken, or the child ended.
+
 A process that runs threads (a launch serving its gateway) starts a `Helper` first: a
 copy of itself forked while it is still alone, which runs work for it on request and,
 being single-threaded, may split that work with `split_map`. Any failure of the helper
@@ -64,9 +67,7 @@ def split_map(fn: Callable[[T], R], parts: Sequence[T]) -> list[R]:
     finally:
         for child in children:  # interrupted: no child outlives the work it was given
             if child is not None:
-                with contextlib.suppress(OSError):
-                    os.close(child[1])
-                _end(child[0])
+                _abandon(child)
 
 
 def _end(pid: int) -> None:
@@ -74,6 +75,13 @@ def _end(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _abandon(child: tuple[int, int]) -> None:
+    """Close the pipe of a child whose result is not wanted, and end it by its PID."""
+    with contextlib.suppress(OSError):
+        os.close(child[1])
+    _end(child[0])
 
 
 def _own_signals(on_interrupt: signal.Handlers) -> None:
@@ -136,7 +144,10 @@ class Ahead:
     """
 
     def __init__(self, fn: Callable[[T], Any], arg: T) -> None:
-        self._child = _start(fn, arg) if _can_fork() else None
+        try:
+            self._child = _start(fn, arg) if _can_fork() else None
+        except OSError:  # no pipe to spare (EMFILE): nothing runs ahead
+            self._child = None
 
     def result(self) -> tuple[Any] | None:
         """The child's result in a 1-tuple (waiting for it), or None when it failed or none ran; once."""
@@ -147,9 +158,7 @@ class Ahead:
         """End the child by its PID when its result was not taken."""
         child, self._child = self._child, None
         if child is not None:
-            with contextlib.suppress(OSError):
-                os.close(child[1])
-            _end(child[0])
+            _abandon(child)
 
 
 def balanced(items: Sequence[T], weight: Callable[[T], int], n: int) -> list[list[T]]:
