@@ -160,12 +160,13 @@ def breakdown(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     assert floor is not None and help_ is not None and imports is not None
     assert load is not None and stat is not None and check is not None
     rest = check - imports
+    more = f"{rest:.0f} ms more than its imports" if rest >= 1 else "no longer than its imports"
     return (
         f" In this run: the interpreter alone {floor:.0f} ms, `--help` {help_:.0f} ms, importing what `check` "
         f"imports {imports:.0f} ms ({imports - help_:.0f} ms more than `--help`); reading the file record "
         f"({load:.0f} ms) and one stat a file ({stat:.0f} ms in two processes, about twice that in the one "
         f"child that starts with the command) run alongside those imports, and the whole `check` took "
-        f"{rest:.0f} ms more than its imports (manifest, lock, the wait for the child, output)."
+        f"{more} (manifest, lock, the wait for the child, output)."
     )
 
 
