@@ -93,13 +93,10 @@ def _own_signals(on_interrupt: signal.Handlers) -> None:
 
 def _start(fn: Callable[[T], R], part: T) -> tuple[int, int] | None:
     """A child working on `part`: its PID and the pipe its result comes through; None when none could start."""
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:  # no process to spare (EAGAIN, ENOMEM): this part runs here
-        os.close(read_fd)
-        os.close(write_fd)
+    forked = _fork_with_pipes(1)
+    if forked is None:  # this part runs here
         return None
+    pid, [(read_fd, write_fd)] = forked
     if pid == 0:
         code = 1
         try:
@@ -115,6 +112,19 @@ def _start(fn: Callable[[T], R], part: T) -> tuple[int, int] | None:
             os._exit(code)  # no atexit handlers, no second flush of the parent's buffers
     os.close(write_fd)
     return pid, read_fd
+
+
+def _fork_with_pipes(count: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """`count` pipes, then a fork: (PID, 0 in the child; the pipes), or None with nothing left open."""
+    pipes: list[tuple[int, int]] = []
+    try:
+        for _ in range(count):
+            pipes.append(os.pipe())
+        return os.fork(), pipes
+    except OSError:  # no pipe or process to spare (EMFILE, EAGAIN, ENOMEM)
+        for fd in (fd for pipe in pipes for fd in pipe):
+            os.close(fd)
+        return None
 
 
 def _collect(pid: int, fd: int) -> tuple[Any] | None:
@@ -144,10 +154,7 @@ class Ahead:
     """
 
     def __init__(self, fn: Callable[[T], Any], arg: T) -> None:
-        try:
-            self._child = _start(fn, arg) if _can_fork() else None
-        except OSError:  # no pipe to spare (EMFILE): nothing runs ahead
-            self._child = None
+        self._child = _start(fn, arg) if _can_fork() else None
 
     def result(self) -> tuple[Any] | None:
         """The child's result in a 1-tuple (waiting for it), or None when it failed or none ran; once."""
@@ -190,13 +197,10 @@ class Helper:
     def start(cls) -> Helper:
         if not _can_fork():
             return cls()
-        requests, replies = os.pipe(), os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (*requests, *replies):
-                os.close(fd)
+        forked = _fork_with_pipes(2)
+        if forked is None:
             return cls()
+        pid, [requests, replies] = forked
         if pid == 0:
             try:
                 os.close(requests[1])

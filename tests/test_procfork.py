@@ -181,3 +181,33 @@ def test_no_helper_is_forked_while_another_thread_runs(monkeypatch: pytest.Monke
     monkeypatch.setattr(procfork, "_other_threads", lambda: True)
     helper = procfork.Helper.start()
     assert helper.pid is None and helper.run(_pid_and_threads, 1)[0] == os.getpid()
+
+
+
+@pytest.mark.usefixtures("two_jobs")
+@pytest.mark.parametrize(("short_of", "refused_after"), [("pipe", 0), ("pipe", 1), ("fork", 0)])
+def test_no_pipe_or_process_to_spare_means_the_work_runs_here_and_no_descriptor_leaks(
+    short_of: str, refused_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`refused_after`: how many pipes of one start are given before one is refused (a helper asks for two)."""
+    import errno
+
+    real = {"pipe": os.pipe, "fork": os.fork}[short_of]
+    given = {"n": 0}
+
+    def short(*args: object) -> object:
+        given["n"] += 1
+        if given["n"] > refused_after:
+            given["n"] = 0
+            raise OSError(errno.EMFILE if short_of == "pipe" else errno.EAGAIN, "none to spare")
+        return real(*args)
+
+    open_before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, short_of, short)
+    here = os.getpid()
+    if refused_after == 0:  # split_map and Ahead ask for one pipe each
+        assert procfork.split_map(lambda part: (os.getpid(), part), [[1], [2]]) == [(here, [1]), (here, [2])]
+        assert procfork.Ahead(lambda x: x, 1).result() is None
+    helper = procfork.Helper.start()
+    assert helper.pid is None and helper.run(os.getpid) == here
+    assert len(os.listdir("/proc/self/fd")) == open_before
