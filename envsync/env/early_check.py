@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,7 @@ class Started:
     notebook: str
     hinted: str | None
     work: procfork.Ahead | None
-    checked: list[str] = field(default_factory=list)
+    compared: str | None = None  # the first env this command compared
 
 
 _started: Started | None = None
@@ -67,7 +67,8 @@ def take(env: Path, key: RecordKey | None) -> tuple[files.Problems, dict[str, in
     """
     if _started is None:
         return None
-    _started.checked.append(str(env))
+    if _started.compared is None:
+        _started.compared = str(env)
     work, _started.work = _started.work, None
     if work is None:
         return None
@@ -86,8 +87,8 @@ def finish() -> None:
         return
     if started.work is not None:
         started.work.cancel()
-    if started.checked and started.checked[0] != started.hinted:
-        _remember(started.state_dir, started.notebook, started.checked[0])
+    if started.compared is not None and started.compared != started.hinted:
+        _remember(started, started.compared)
 
 
 def _command(argv: Sequence[str]) -> tuple[str | None, str] | None:
@@ -117,17 +118,18 @@ def _hints(state: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
 
-def _remember(state: Path, notebook: str, env: str) -> None:
+def _remember(started: Started, env: str) -> None:
+    """Keep `env` as the notebook's hint, newest last (read again: other commands may have added theirs)."""
     from envsync.fsutil import atomic_write_text
 
-    hints = _hints(state)
-    hints.pop(notebook, None)
-    hints[notebook] = env
-    kept = dict(list(hints.items())[-KEEP:])
-    if not state.is_dir():  # a command that compared an env has written its state folder
+    if not started.state_dir.is_dir():  # a command that compared an env has written its state folder
         return
+    hints = _hints(started.state_dir)
+    hints.pop(started.notebook, None)
+    hints[started.notebook] = env
+    kept = dict(list(hints.items())[-KEEP:])
     try:
-        atomic_write_text(state / HINTS, json.dumps(kept, indent=0) + "\n")
+        atomic_write_text(started.state_dir / HINTS, json.dumps(kept, indent=0) + "\n")
     except OSError:
         pass  # a hint not kept only means no early start next time
 
