@@ -50,6 +50,11 @@ def quiet(_event: ProgressEvent) -> None:
     return None
 
 
+def cache_memo(be: Installer, settings: Settings) -> CacheMemo:
+    """This machine's memo of the installer's cached files already hashed against RECORD."""
+    return CacheMemo(settings.state_dir / cachememo.FILE, be.cache_dir())
+
+
 def memo_meanwhile(be: Installer, settings: Settings) -> Callable[[], CacheMemo | None]:
     """Read the cache memo, and ask where the installer's cache is, in a thread while it installs.
 
@@ -64,7 +69,7 @@ def memo_meanwhile(be: Installer, settings: Settings) -> Callable[[], CacheMemo 
 
     def read() -> None:
         try:
-            found.append(CacheMemo(settings.state_dir / cachememo.FILE, be.cache_dir()))
+            found.append(cache_memo(be, settings))
         except Exception:  # noqa: BLE001 - the check reads it again itself
             return
 
@@ -104,7 +109,7 @@ def verified_files(
     and hashed again; InstallError when it still does not match.
     """
     report(ProgressEvent(Phase.VERIFY, "hashing the installed files against their RECORD"))
-    memo = memo or CacheMemo(settings.state_dir / cachememo.FILE, be.cache_dir())
+    memo = memo or cache_memo(be, settings)
     entries, problems = files.verify(env, drift.dist_infos(env, names), memo)
     if not problems:
         return entries
