@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +13,9 @@ import pytest
 
 from envsync import procfork
 from envsync.env import early_check, files
-from tests.support.processes import child_env
+from tests.support.processes import child_env, run_envsync
 from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
-
-
-def run(env: dict[str, str], *argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "envsync", *map(str, argv)], capture_output=True, text=True, env=env, timeout=300
-    )
 
 
 @pytest.fixture
@@ -32,7 +24,7 @@ def built(tmp_path: Path, locked_template: Path, local_index: LocalIndex) -> Ite
     nb = tmp_path / "analysis.ipynb"
     shutil.copy(locked_template, nb)
     env = child_env(ENVSYNC_HOME=str(tmp_path / "home"), ENVSYNC_ALLOWED_INDEXES=local_index.url)
-    synced = run(env, "sync", nb, "--json")
+    synced = run_envsync(env, "sync", nb, "--json")
     assert synced.returncode == 0, synced.stderr
     yield env, nb, Path(json.loads(synced.stdout)["env"])
 
@@ -52,18 +44,18 @@ def touch_ns(path: Path, delta: int) -> None:
 
 def test_a_check_started_early_still_sees_each_change_made_since_the_last(built) -> None:
     env, nb, env_dir = built
-    assert run(env, "check", nb).returncode == 0
+    assert run_envsync(env, "check", nb).returncode == 0
     assert hints(env) == {str(nb): str(env_dir)}  # the next check starts early
     module = a_module(env_dir)
 
     touch_ns(module, 1000)  # same bytes, another mtime: an edit in place
-    changed = run(env, "check", nb)
+    changed = run_envsync(env, "check", nb)
     assert changed.returncode == 3 and f"{module.relative_to(env_dir).as_posix()} (modified)" in changed.stderr
 
     touch_ns(module, -1000)
-    assert run(env, "check", nb).returncode == 0
+    assert run_envsync(env, "check", nb).returncode == 0
     module.unlink()
-    gone = run(env, "check", nb, "--json")
+    gone = run_envsync(env, "check", nb, "--json")
     assert gone.returncode == 3
     [difference] = json.loads(gone.stdout)["differences"]
     assert difference["kind"] == "modified" and "missing" in json.dumps(difference)
@@ -71,7 +63,7 @@ def test_a_check_started_early_still_sees_each_change_made_since_the_last(built)
 
 def test_a_hint_to_another_env_changes_nothing_but_time(built, tmp_path: Path) -> None:
     env, nb, env_dir = built
-    clean = run(env, "check", nb, "--json")
+    clean = run_envsync(env, "check", nb, "--json")
     # A copy of the env, record and all, with one file changed: a child that checks it
     # finds a difference that the env this notebook uses does not have.
     decoy = tmp_path / "decoy"
@@ -80,19 +72,19 @@ def test_a_hint_to_another_env_changes_nothing_but_time(built, tmp_path: Path) -
     state = Path(env["ENVSYNC_HOME"]) / "state"
     for hint in (json.dumps({str(nb): str(decoy)}), "{not json", json.dumps([str(decoy)]), json.dumps({str(nb): 7})):
         (state / early_check.HINTS).write_text(hint)
-        again = run(env, "check", nb, "--json")
+        again = run_envsync(env, "check", nb, "--json")
         assert (again.returncode, again.stdout) == (0, clean.stdout), hint
         assert hints(env)[str(nb)] == str(env_dir)  # put right for the next run
 
 
 def test_a_repair_checks_again_after_it_and_does_not_reuse_the_early_answer(built) -> None:
     env, nb, env_dir = built
-    assert run(env, "check", nb).returncode == 0
+    assert run_envsync(env, "check", nb).returncode == 0
     a_module(env_dir).write_text("broken = True\n")
-    repaired = run(env, "sync", nb, "--repair", "--json")
+    repaired = run_envsync(env, "sync", nb, "--repair", "--json")
     assert repaired.returncode == 0, repaired.stderr
     assert json.loads(repaired.stdout)["drift"]["clean"]
-    assert run(env, "check", nb).returncode == 0
+    assert run_envsync(env, "check", nb).returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -125,7 +117,7 @@ def forking(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_early_answer_is_the_fast_checks_for_that_record_only(built) -> None:
     env, nb, env_dir = built
     home = env["ENVSYNC_HOME"]
-    assert run(env, "check", nb).returncode == 0
+    assert run_envsync(env, "check", nb).returncode == 0
     touch_ns(a_module(env_dir), 1000)
     record = files.load_columns(env_dir)
     assert record is not None

@@ -32,7 +32,7 @@ from envsync.notebook.file import splice_manifest
 from tests.manifests import manifest_of, refresh_fingerprint, tamper_first_hash
 from tests.support.gated_index import GatedIndex
 from tests.support.gateway_client import connect, execute
-from tests.support.processes import alive, children_of, free_port
+from tests.support.processes import alive, children_of, free_port, run_envsync
 from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
@@ -87,15 +87,8 @@ def cli_env(home: Path, index_url: str) -> dict[str, str]:
     return env
 
 
-def envsync(env: dict[str, str], *argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "envsync", *map(str, argv)],
-        env=env,
-        cwd=Path(env["ENVSYNC_HOME"]).parent,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-    )
+def envsync(env: dict[str, str], *argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return run_envsync(env, *argv, cwd=cwd, timeout=CLI_TIMEOUT)
 
 
 class Launch:

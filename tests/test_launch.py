@@ -41,7 +41,7 @@ from tests.manifests import (
 )
 from tests.support.gated_index import GatedIndex
 from tests.support.gateway_client import execute
-from tests.support.processes import REPO, alive, children_of, free_port
+from tests.support.processes import REPO, alive, children_of, free_port, run_envsync
 from tests.support.wait import wait_until
 from tests.wheelhouse import LocalIndex
 
@@ -75,17 +75,8 @@ def cli_env(home: Path, index_url: str | None, **extra: str) -> dict[str, str]:
     return env
 
 
-def envsync(
-    env: dict[str, str], *argv: str | Path, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "envsync", *map(str, argv)],
-        env=env,
-        cwd=cwd or Path(env["ENVSYNC_HOME"]).parent,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-    )
+def envsync(env: dict[str, str], *argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return run_envsync(env, *argv, cwd=cwd, timeout=CLI_TIMEOUT)
 
 
 def error_lines(text: str) -> list[str]:

@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -19,6 +21,20 @@ REPO = Path(__file__).resolve().parents[2]
 def child_env(**extra: str) -> dict[str, str]:
     """The environment envsync gives its own children, with PYTHONPATH at this checkout, plus `extra`."""
     return proc.clean_env({"PYTHONPATH": str(REPO), **extra})
+
+
+def run_envsync(
+    env: dict[str, str], *argv: str | Path, cwd: Path | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """`python -m envsync ARGV` as a user runs it, in the folder holding ENVSYNC_HOME unless `cwd`; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "envsync", *map(str, argv)],
+        env=env,
+        cwd=cwd or Path(env["ENVSYNC_HOME"]).parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _running(p: psutil.Process) -> bool:
