@@ -15,7 +15,7 @@ from envsync import proc, uv
 from envsync.cli import main
 from envsync.env import drift, installers, interpreters, inventory
 from envsync.errors import InstallError, LockError, ToolError, UsageError
-from envsync.formats.requirements import hashed_requirements
+from envsync.formats.hashed import hashed_requirements
 from envsync.lock.model import Artifact, LockedPackage
 from envsync.ops.sync import ProgressEvent, sync
 from envsync.settings import Settings

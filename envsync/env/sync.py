@@ -152,7 +152,7 @@ def _build(
     report: Progress,
 ) -> tuple[store.EnvRecord, drift.DriftReport]:
     """A new env of `lock`, and its drift: none, since every file was just hashed against RECORD."""
-    from envsync.formats.requirements import hashed_requirements  # a build's own: reuse runs without it
+    from envsync.formats.hashed import hashed_requirements  # a build's own: reuse runs without it
 
     store.clear_key(settings, key)
     be = installers.choose(backend_name or settings.backend)
@@ -238,7 +238,7 @@ def _repair(
     # A distribution with edited or deleted files is removed too and installed again whole.
     gone = (drift.DriftKind.EXTRA, drift.DriftKind.CHANGED, drift.DriftKind.MODIFIED)
     uninstall(be, rec.path, [d.name for d in found.differences if d.kind in gone])
-    from envsync.formats.requirements import hashed_requirements
+    from envsync.formats.hashed import hashed_requirements
 
     pkgs = packages_for(lock, rec.marker_env)
     requirements = rec.path / REQUIREMENTS

@@ -8,49 +8,21 @@ reader of our own can name the file and line of every refusal.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from envsync import rules
 from envsync.errors import EnvsyncError, LockError
 from envsync.formats.files import read_text
+from envsync.formats.hashed import hashed_requirements
 from envsync.formats.imported import Imported
-from envsync.lock.model import Lock, LockedPackage, packages_for
+from envsync.lock.model import Lock, packages_for
 from envsync.lock.targets import TARGETS, marker_environment
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
-
-
-def hashed_requirements(packages: Iterable[LockedPackage]) -> str:
-    """A requirements file pinning each package to its version and every locked artifact hash.
-
-    Names, versions and hashes come from someone else's notebook: each is checked so
-    that none can smuggle an option (`--index-url ...`) or a URL into the file.
-    """
-    lines = []
-    for p in sorted(packages, key=lambda p: p.key):
-        if not rules.is_package_name(p.name):
-            raise LockError(f"lock: {p.name!r} is not a valid package name")
-        try:
-            Version(p.version)
-        except InvalidVersion as exc:
-            raise LockError(f"lock: {p.name} has an invalid version {p.version!r}") from exc
-        if not rules.is_version_text(p.version):
-            raise LockError(f"lock: {p.name} has an invalid version {p.version!r}")
-        hashes = sorted({a.sha256 for a in (*p.wheels, *([p.sdist] if p.sdist else []))})
-        if not hashes:
-            raise LockError(f"lock: {p.name} {p.version} lists no artifact to install")
-        for h in hashes:
-            if not rules.is_sha256(h):
-                raise LockError(f"lock: {p.name} {p.version} has a malformed sha256 {h!r}")
-        lines.append(f"{canonicalize_name(p.name)}=={p.version} \\")
-        lines.extend(f"    --hash=sha256:{h} \\" for h in hashes[:-1])
-        lines.append(f"    --hash=sha256:{hashes[-1]}")
-    return "".join(line + "\n" for line in lines)
 
 
 def export_requirements(lock: Lock, *, target: str, python: str) -> str:
