@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -69,3 +70,20 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def stat_each(paths: Iterable[str | None]) -> list[os.stat_result | None]:
+    """Each path's stat, None where there is no path or no file (one tight loop: a check of
+    12,000 files spends most of its time here)."""
+    do_stat = os.stat
+    out: list[os.stat_result | None] = []
+    append = out.append
+    for path in paths:
+        if path is None:
+            append(None)
+            continue
+        try:
+            append(do_stat(path))
+        except OSError:
+            append(None)
+    return out

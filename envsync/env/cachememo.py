@@ -18,8 +18,10 @@ cache layout is uv's own: when it changes, no source is found and every file is 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from envsync.fsutil import stat_each
 from envsync.rules import canonical_name
 
 FILE = "verified-uv-cache-v2.txt"
@@ -48,10 +50,6 @@ class CacheMemo:
         # Lines of "dev-ino-size-mtime-ctime digest". A torn line can only pair a key with a
         # word that is no digest (or a digest with no stat's key): it never matches a file.
         self._known = dict(zip(words[0::2], words[1::2], strict=False))
-
-    def known(self, st: os.stat_result, digest: str) -> bool:
-        """The cached file with this stat was hashed before and had `digest`."""
-        return self._known.get(_key(st)) == digest
 
     def add(self, st: os.stat_result, digest: str) -> None:
         key = _key(st)
@@ -115,6 +113,28 @@ class CacheMemo:
                 except OSError:
                     continue
         return found.pop() if len(found) == 1 else None
+
+    def copies(
+        self, env: Path, info: Path, rows: Sequence[tuple[str, str, int | None]], now: Sequence[os.stat_result | None]
+    ) -> tuple[list[str | None], list[bool]]:
+        """For each RECORD row (path in the env, hash, size) of the distribution `info`, whose
+        env file has the stat `now`: the cached file uv copied it from, and whether the env's
+        file is a copy of a cached file hashed before that still has the stat it had then."""
+        archive = self.source(info)
+        if archive is None:
+            return [None] * len(rows), [False] * len(rows)
+        site = os.path.relpath(info.parent, env).replace(os.sep, "/") + "/"
+        cut, prefix = len(site), f"{archive}/"
+        sources = [prefix + path[cut:] if path.startswith(site) else None for path, _want, _size in rows]
+        known = self._known
+        return sources, [
+            st is not None
+            and src is not None
+            and st.st_size == src.st_size
+            and (size is None or size == st.st_size)
+            and known.get(_key(src)) == want
+            for (_path, want, size), st, src in zip(rows, now, stat_each(sources), strict=True)
+        ]
 
     def _wheel_folders(self) -> dict[str, list[str]]:
         """Package name -> its folders of wheel pointers (`wheels-v*/<index>/<name>`), listed once a build."""

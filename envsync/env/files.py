@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from envsync import procfork
 from envsync.env.wheel_record import read_record, record_hash
-from envsync.fsutil import atomic_write_text
+from envsync.fsutil import atomic_write_text, stat_each
 
 if TYPE_CHECKING:
     from envsync.env.cachememo import CacheMemo
@@ -79,7 +79,7 @@ def _hash_file(path: str) -> tuple[str, os.stat_result] | None:
 _Part = list[tuple[str, Path]]
 
 
-def verify(env: Path, dist_infos: Mapping[str, Path], memo: CacheMemo | None = None) -> tuple[Entries, Problems]:
+def verify(env: Path, dist_infos: Mapping[str, Path], memo: CacheMemo | None = None) -> tuple[Record, Problems]:
     """Hash every file the RECORDs list; the record of each file, and the files that differ.
 
     A matching file that is hard-linked elsewhere is replaced by a copy of its own first.
@@ -96,67 +96,62 @@ def verify(env: Path, dist_infos: Mapping[str, Path], memo: CacheMemo | None = N
             return 0
 
     parts = procfork.balanced(list(dist_infos.items()), weight, procfork.cores())
-    entries: Entries = {}
+    record: Record = {}
     problems: Problems = {}
+    # Columns travel from a forked part much faster than tens of thousands of tuples.
     for found, differ, remembered in procfork.split_map(lambda part: _verify_part(env, part, memo), parts):
-        # Columns travel from a forked part much faster than tens of thousands of tuples.
-        entries.update((name, _entries(cols)) for name, cols in found.items())
+        record.update(found)
         problems.update(differ)
         if memo is not None:
             memo.extend(remembered)
     if memo is not None:
         memo.save()
-    return entries, dict(sorted(problems.items()))
+    return record, dict(sorted(problems.items()))
 
 
 def _verify_part(env: Path, part: _Part, memo: CacheMemo | None) -> tuple[Record, Problems, list[str]]:
-    root = str(env) + os.sep
-    entries: Entries = {}
+    found: Record = {}
     problems: Problems = {}
     for name, info in part:
-        archive = memo.source(info) if memo is not None else None
-        site = os.path.relpath(info.parent, env).replace(os.sep, "/") + "/"
-        for path, want, size in read_record(env, info):
-            source = str(archive) + "/" + path[len(site) :] if archive and path.startswith(site) else None
-            st = _copied_from_known(root + path, source, want, size, memo)
-            if st is None:
-                got = _hash_file(root + path)
-                if got is None:
-                    problems.setdefault(name, []).append(FileProblem(path, Problem.MISSING))
-                    continue
-                digest, st = got
-                if digest != want or (size is not None and st.st_size != size):
-                    problems.setdefault(name, []).append(FileProblem(path, Problem.MODIFIED))
-                    continue
-                if source is not None and memo is not None:
-                    _remember(memo, source, want)
-            if st.st_nlink > 1:
-                st = _unshare(root + path)
-            entries.setdefault(name, []).append(Entry(path, st.st_size, st.st_mtime_ns, want))
-    return {n: _columns(e) for n, e in entries.items()}, problems, memo.take_new() if memo is not None else []
+        cols, differ = _verify_dist(env, info, memo)
+        if cols is not None:
+            found[name] = cols
+        if differ:
+            problems[name] = differ
+    return found, problems, memo.take_new() if memo is not None else []
 
 
-def _columns(entries: list[Entry]) -> Columns:
-    paths, sizes, mtimes, digests = zip(*entries, strict=True)
-    return Columns(list(paths), list(sizes), list(mtimes), " ".join(digests))
-
-
-def _entries(c: Columns) -> list[Entry]:
-    return list(map(Entry._make, zip(c.paths, c.sizes, c.mtimes_ns, c.hashes.split(), strict=True)))
-
-
-def _copied_from_known(
-    path: str, source: str | None, want: str, size: int | None, memo: CacheMemo | None
-) -> os.stat_result | None:
-    """The env file's stat when its cached source was hashed before and still has that stat, else None."""
-    if source is None or memo is None:
-        return None
-    try:
-        src, st = os.stat(source), os.stat(path)
-    except OSError:
-        return None
-    same_size = st.st_size == src.st_size and (size is None or size == st.st_size)
-    return st if same_size and memo.known(src, want) else None
+def _verify_dist(env: Path, info: Path, memo: CacheMemo | None) -> tuple[Columns | None, list[FileProblem]]:
+    """One distribution's files: each taken by `memo` from its cached source, or hashed against RECORD."""
+    root = str(env) + os.sep
+    rows = read_record(env, info)
+    now = stat_each(root + path for path, _want, _size in rows)
+    sources, known = memo.copies(env, info, rows, now) if memo is not None else ([None] * len(rows), [False] * len(rows))
+    paths: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    digests: list[str] = []
+    problems: list[FileProblem] = []
+    for (path, want, size), st, source, ok in zip(rows, now, sources, known, strict=True):
+        if not ok:
+            got = _hash_file(root + path)
+            if got is None:
+                problems.append(FileProblem(path, Problem.MISSING))
+                continue
+            digest, st = got
+            if digest != want or (size is not None and st.st_size != size):
+                problems.append(FileProblem(path, Problem.MODIFIED))
+                continue
+            if source is not None and memo is not None:
+                _remember(memo, source, want)
+        assert st is not None  # known: stat'ed above
+        if st.st_nlink > 1:
+            st = _unshare(root + path)
+        paths.append(path)
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime_ns)
+        digests.append(want)
+    return (Columns(paths, sizes, mtimes, " ".join(digests)) if paths else None), problems
 
 
 def _remember(memo: CacheMemo, source: str, want: str) -> None:
@@ -177,27 +172,6 @@ def _unshare(path: str) -> os.stat_result:
     return os.stat(path)
 
 
-def write(env: Path, entries: Entries) -> None:
-    """Keep the verified file record in the env (before its ready marker is written).
-
-    Columns, not rows: paths and hashes as one string a distribution, so reading the
-    record of a 12,000-file env is a few large JSON values instead of 48,000 small ones.
-    """
-    data = {
-        "format": FORMAT,
-        "distributions": {
-            name: {
-                "paths": "\n".join(e.path for e in files),
-                "sizes": [e.size for e in files],
-                "mtimes-ns": [e.mtime_ns for e in files],
-                "hashes": " ".join(e.digest for e in files),
-            }
-            for name, files in sorted(entries.items())
-        },
-    }
-    atomic_write_text(env / FILES, json.dumps(data, separators=(",", ":")) + "\n")
-
-
 class Columns(NamedTuple):
     """One distribution's recorded files, column by column, as the record keeps them."""
 
@@ -208,6 +182,22 @@ class Columns(NamedTuple):
 
 
 Record = dict[str, Columns]  # canonical distribution name -> its files
+
+
+def write(env: Path, record: Record) -> None:
+    """Keep the verified file record in the env (before its ready marker is written).
+
+    Columns, not rows: paths and hashes as one string a distribution, so reading the
+    record of a 12,000-file env is a few large JSON values instead of 48,000 small ones.
+    """
+    data = {
+        "format": FORMAT,
+        "distributions": {
+            name: {"paths": "\n".join(c.paths), "sizes": c.sizes, "mtimes-ns": c.mtimes_ns, "hashes": c.hashes}
+            for name, c in sorted(record.items())
+        },
+    }
+    atomic_write_text(env / FILES, json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def has_record(env: Path) -> bool:
@@ -258,7 +248,10 @@ def load(env: Path) -> Entries | None:
     if record is None:
         return None
     try:
-        return {name: _entries(c) for name, c in record.items()}
+        return {
+            name: list(map(Entry._make, zip(c.paths, c.sizes, c.mtimes_ns, c.hashes.split(), strict=True)))
+            for name, c in record.items()
+        }
     except ValueError:  # as many digests as paths, or no record
         return None
 

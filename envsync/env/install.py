@@ -101,7 +101,7 @@ def verified_files(
     settings: Settings,
     report: Progress,
     memo: CacheMemo | None = None,
-) -> files.Entries:
+) -> files.Record:
     """Hash every installed file of `names` against its RECORD; the record to keep.
 
     A file that does not match came from a corrupted cache entry (or wheel copy): the
