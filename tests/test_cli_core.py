@@ -974,3 +974,39 @@ def test_the_envsync_command_exits_with_mains_codes_and_its_whole_output(tmp_pat
         capture_output=True, text=True, env=child_env(), check=True,
     )
     assert json.loads(shown.stdout)["project"] == "quickstart"
+
+
+def test_a_sync_at_a_terminal_pauses_its_spinner_while_files_are_checked_and_shows_every_step() -> None:
+    """The file check shares its work with the other cores only in a process with no other
+    thread: at a terminal, the spinner's thread must not be running while it checks."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from envsync.cli.app import App
+    from envsync.cli.views.progress import SyncView
+    from envsync.env.install import Phase, ProgressEvent
+
+    out = io.StringIO()
+    app = App(verbose=False, json=False, home=None)
+    app.__dict__["console"] = Console(file=out, force_terminal=True, width=100)
+    threads = {}
+    steps = [
+        ProgressEvent(Phase.INSTALL, "installing 3 packages with uv", 0, 3),
+        ProgressEvent(Phase.VERIFY, "checking what was installed against the lock"),
+        ProgressEvent(Phase.VERIFY, "hashing the installed files against their RECORD"),
+        ProgressEvent(Phase.KERNEL, "registering kernel for demo"),
+    ]
+    with SyncView(app) as view:
+        for event in steps:
+            view.update(event)
+            threads[event.message] = threading.active_count()
+    assert threads == {
+        "installing 3 packages with uv": 2,  # the spinner's
+        "checking what was installed against the lock": 1,
+        "hashing the installed files against their RECORD": 1,
+        "registering kernel for demo": 2,  # spinning again
+    }
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert [event.message for event in steps if event.message not in shown] == [], shown
