@@ -129,8 +129,11 @@ def _verify_dist(env: Path, info: Path, memo: CacheMemo | None) -> tuple[Columns
     """One distribution's files: each taken by `memo` from its cached source, or hashed against RECORD."""
     root = str(env) + os.sep
     rows = read_record(env, info)
-    now = stat_each(root + path for path, _want, _size in rows)
-    sources, known = memo.copies(env, info, rows, now) if memo is not None else ([None] * len(rows), [False] * len(rows))
+    if memo is not None:
+        now = stat_each(root + path for path, _want, _size in rows)
+        sources, known = memo.copies(env, info, rows, now)
+    else:  # every file is hashed, and stat'ed as it is read
+        now, sources, known = [None] * len(rows), [None] * len(rows), [False] * len(rows)
     paths: list[str] = []
     sizes: list[int] = []
     mtimes: list[int] = []
