@@ -3,7 +3,13 @@
 Each round sets aside the env envsync built (and each peer's venv) and builds every variant
 once, in alternating order; uv's and pip's caches were warmed by one unmeasured round. Then
 the builds that take seconds (envsync's and the uv and juv ones) run twice as many rounds
-again, the same way: the machine's noise is larger than envsync's share of a build.
+again, the same way: the machine's noise is larger than envsync's share of a build. The
+builds that hard-link from uv's cache (uv's default, juv) have a warm cache of their own: a
+hard link changes a cached file's ctime, and envsync hashes again every file whose cached
+source changed since it was last hashed, so sharing one cache made every envsync build that
+followed a hard-linking one hash all its files (1-2 s more here). A user who also installs
+the same wheels with hard links from the cache envsync uses pays that once after each such
+install.
 Nothing is deleted until every figure is taken: on this machine's ext4 (no journal), files
 created within a minute or more of a mass delete skip each freed inode, which made a build
 right after a delete several times slower than the same build later. The pip venvs (with
@@ -30,6 +36,18 @@ WHY_COPIES = (
 )
 
 
+def linking_cache(ctx: Context) -> dict[str, str]:
+    """A uv cache of their own for the builds that hard-link from it (uv's default, juv).
+
+    A hard link to a cached file changes that file's ctime, and envsync's memo of cached
+    files already hashed is keyed by it: sharing the cache, every hard-linking build made the
+    next envsync build hash all 11,847 files again (1-2 s), a cost of the order of the runs,
+    not of envsync's steady state. docs/performance.md's notes say what it costs a user who
+    also installs with hard links from the same cache.
+    """
+    return {"UV_CACHE_DIR": str(ctx.work / "uv-cache-hardlinks")}
+
+
 def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
     """`python -m venv` + `pip install --require-hashes` of the reference pins; seconds."""
     ctx.set_aside(dest)
@@ -46,7 +64,7 @@ def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
 
 def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: bool = False) -> float:
     ctx.set_aside(dest)
-    env, uv = ctx.env(), uv_bin()
+    env, uv = (ctx.env(**linking_cache(ctx)) if link == "hardlink" else ctx.env()), uv_bin()
 
     def go() -> None:
         run_timed([uv, "venv", "--no-config", "--quiet", "--python", ctx.ref.interp.path, dest], env=env)
@@ -81,7 +99,7 @@ def run(ctx: Context) -> dict[str, Any]:
     def juv_venv() -> float:
         dest = out / "juv"
         ctx.set_aside(dest)
-        return run_timed([juv, "venv", "--from", juv_nb, dest], env=ctx.env(), cwd=ctx.work)
+        return run_timed([juv, "venv", "--from", juv_nb, dest], env=ctx.env(**linking_cache(ctx)), cwd=ctx.work)
 
     def pip_with_bytecode() -> float:
         count["n"] += 1
