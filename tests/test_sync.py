@@ -156,6 +156,52 @@ def test_reuploaded_file_on_the_index_fails_with_hash_mismatch(
         index.stop()
 
 
+def test_a_build_whose_wheels_uv_holds_does_not_need_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A private uv cache, so that what it holds is only what the first build put there.
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    # Pages as PyPI's are once ten minutes old: to be asked for again before each use.
+    index = LocalIndex(tmp_path / "index", max_age=0)
+    for name, version in BASE.items():
+        index.add(name, version)
+    index.start()
+    cold: list[ProgressEvent] = []
+    events: list[ProgressEvent] = []
+    try:
+        lock = make_lock(index)
+        first = sync(
+            lock=lock,
+            project="demo",
+            notebook=Path("n.ipynb"),
+            settings=settings_at(tmp_path / "a", index.url),
+            progress=cold.append,
+        )
+        assert any(path.endswith(".whl") for path in index.served)
+        index.served.clear()
+        # Another envsync home builds the same lock: from uv's cache alone.
+        again = sync(
+            lock=lock,
+            project="demo",
+            notebook=Path("n.ipynb"),
+            settings=settings_at(tmp_path / "b", index.url),
+            progress=events.append,
+        )
+    finally:
+        index.stop()
+    assert index.served == []
+    assert not again.reused and again.installer_ran and again.drift.clean
+    assert again.env != first.env
+    assert imported_versions(again.python, sorted(BASE)) == BASE
+    # Each build shows what uv installed, and neither shows the cache-only attempt that
+    # could not install (the first build's cache was empty).
+    for shown in (cold, events):
+        assert len([e for e in shown if e.phase == "install" and e.message.startswith("+ ")]) == len(BASE)
+        assert not [e.message for e in shown if "cache" in e.message.lower() or "error" in e.message.lower()]
+    wait_for_bytecode_compiles(first.env)
+    wait_for_bytecode_compiles(again.env)
+
+
 def test_index_the_machine_has_not_allowed_is_refused(tmp_path: Path, local_index: LocalIndex) -> None:
     settings = settings_at(tmp_path)  # local index not allowed here
     with pytest.raises(IndexNotAllowedError, match="has not allowed"):

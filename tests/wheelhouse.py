@@ -76,6 +76,10 @@ class LocalIndex:
     _server: http.server.ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     files: dict[str, list[Path]] = field(default_factory=dict)
+    served: list[str] = field(default_factory=list)  # the path of each GET, in order
+    # `Cache-Control: max-age=N` on every response (PyPI sends 600): None sends none, and
+    # uv then takes pages as fresh for a while by their Last-Modified.
+    max_age: int | None = None
 
     def add(self, name: str, version: str, **kwargs: object) -> Path:
         wheel = build_wheel(self.root / "files", name, version, **kwargs)  # type: ignore[arg-type]
@@ -111,10 +115,20 @@ class LocalIndex:
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_pages()
         root = str(self.root)
+        served, max_age = self.served, self.max_age
 
         class Handler(_QuietHandler):
             def __init__(self, *a: object, **k: object) -> None:
                 super().__init__(*a, directory=root, **k)  # type: ignore[arg-type]
+
+            def do_GET(self) -> None:
+                served.append(self.path)
+                super().do_GET()
+
+            def end_headers(self) -> None:
+                if max_age is not None:
+                    self.send_header("Cache-Control", f"max-age={max_age}")
+                super().end_headers()
 
         self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
         port = self._server.server_address[1]
