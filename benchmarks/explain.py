@@ -13,6 +13,13 @@ WHY: dict[tuple[str, str, str], str] = {
         "(btrfs, XFS, APFS) copy in constant time; on ext4 the copy is the price of owning the files."
     ),
     ("build", "envsync_sync", "uv_copy"): (
+        "envsync asks uv for the lock's wheels from its cache first (`--offline`) and asks the index only "
+        "when something is missing; raw `uv pip sync` asks the index for each package's page again before "
+        "it installs (here the pages came without cache headers and were downloaded again every time, "
+        "0.2-0.3 s of a build; PyPI's are fresh for ten minutes, then asked for again). Where envsync is "
+        "slower all the same, the reasons are those of the row against `--offline`."
+    ),
+    ("build", "envsync_sync", "uv_copy_offline"): (
         "beyond uv's own copying install, envsync starts its own process (imports, the manifest and the "
         "lock read and checked, an interpreter chosen: 0.1-0.2 s before uv starts, timed alone on "
         "2026-12-01), then checks every installed file against its wheel's RECORD, the work split over "
@@ -110,7 +117,7 @@ SUBJECTS = {
     "launch": ("envsync_launch",),
 }
 PEERS = {
-    "build": ("uv_copy", "uv_hardlink", "juv_venv", "pip_bytecode", "pip_no_bytecode"),
+    "build": ("uv_copy", "uv_copy_offline", "uv_hardlink", "juv_venv", "pip_bytecode", "pip_no_bytecode"),
     "commands": ("envsync_help", "pip_freeze", "pip_check"),
     "kernels": ("pip_first", "pip_later"),
     "launch": ("kernelgateway", "python_m_kernel_gateway", "juv_run", "marimo_sandbox"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from benchmarks.common import child_env, run, uv_bin
 from envsync.env import interpreters
 from envsync.env.interpreters import Interpreter
-from envsync.formats.requirements import hashed_requirements
+from envsync.formats.hashed import hashed_requirements
 from envsync.lock.model import Artifact, Lock, LockedPackage, compute_fingerprint, packages_for
 from envsync.lock.targets import TARGETS, wheel_fits
 from envsync.notebook.file import create_notebook, new_notebook_bytes, read_notebook, write_manifest

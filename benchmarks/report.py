@@ -24,6 +24,7 @@ RATIOS: list[tuple[str, str, str, str, str]] = [
     ("kernels", "envsync_first", "pip_first", "first kernel: new envsync env / new pip venv", "≤ 1.25×"),
     ("kernels", "envsync_later", "pip_later", "later kernel: envsync env / pip venv", ""),
     ("build", "envsync_sync", "uv_copy", "build: `envsync sync` / uv with copies (envsync's link mode)", "≤ 1.15×"),
+    ("build", "envsync_sync", "uv_copy_offline", "build: `envsync sync` / uv with copies, `--offline`", ""),
     ("build", "envsync_sync", "uv_hardlink", "build: `envsync sync` / uv with hard links (uv's default)", ""),
     ("build", "uv_copy", "uv_hardlink", "uv copies / uv hard links (the price of envs that own their files)", ""),
     ("build", "envsync_sync", "juv_venv", "build: `envsync sync` / `juv venv`", ""),

@@ -62,7 +62,8 @@ def pip_venv(ctx: Context, dest: Path, *, compile_bytecode: bool) -> float:
     return timed(go)
 
 
-def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: bool = False) -> float:
+def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: bool = False,
+            offline: bool = False) -> float:
     ctx.set_aside(dest)
     env, uv = (ctx.env(**linking_cache(ctx)) if link == "hardlink" else ctx.env()), uv_bin()
 
@@ -70,13 +71,14 @@ def uv_venv(ctx: Context, dest: Path, link: str | None, *, compile_bytecode: boo
         run_timed([uv, "venv", "--no-config", "--quiet", "--python", ctx.ref.interp.path, dest], env=env)
         run_timed([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes", "--python", dest / "bin" / "python",
                    "--index-url", DEFAULT_INDEX, *(["--link-mode", link] if link else []),
-                   *(["--compile-bytecode"] if compile_bytecode else []), ctx.ref.requirements],
+                   *(["--compile-bytecode"] if compile_bytecode else []), *(["--offline"] if offline else []),
+                   ctx.ref.requirements],
                   env=env)
 
     return timed(go)
 
 
-FAST = ("envsync_sync", "uv_copy", "uv_hardlink", "juv_venv")
+FAST = ("envsync_sync", "uv_copy", "uv_copy_offline", "uv_hardlink", "juv_venv")
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def run(ctx: Context) -> dict[str, Any]:
     variants = {
         "envsync_sync": envsync_sync,
         "uv_copy": lambda: uv_venv(ctx, out / "uv-copy", "copy"),
+        "uv_copy_offline": lambda: uv_venv(ctx, out / "uv-copy-offline", "copy", offline=True),
         "uv_hardlink": lambda: uv_venv(ctx, out / "uv-hardlink", "hardlink"),
         "juv_venv": juv_venv,
         "pip_bytecode": pip_with_bytecode,
@@ -132,6 +135,7 @@ def run(ctx: Context) -> dict[str, Any]:
     labels = {
         "envsync_sync": "`envsync sync NB` (whole process; copies, RECORD check)",
         "uv_copy": "`uv venv` + `uv pip sync --require-hashes --link-mode copy`",
+        "uv_copy_offline": "the same with `--offline` (from uv's cache, as envsync asks first)",
         "uv_hardlink": "`uv venv` + `uv pip sync --require-hashes` (uv's default: hard links)",
         "juv_venv": "`juv venv --from NB` (resolves, then uv's hard links)",
         "pip_bytecode": "`python -m venv` + `pip install --require-hashes` (compiles bytecode)",
