@@ -200,6 +200,7 @@ def readme_table(result: dict[str, Any]) -> list[str]:
 
     help_, check, reuse = med("commands", "envsync_help"), med("commands", "envsync_check"), med("commands", "envsync_sync_reuse")
     build, copy, hard = med("build", "envsync_sync"), med("build", "uv_copy"), med("build", "uv_hardlink")
+    offline = med("build", "uv_copy_offline")
     first, pip_first = med("kernels", "envsync_first"), med("kernels", "pip_first")
     launch, kg = med("launch", "envsync_launch"), med("launch", "kernelgateway")
     juv, marimo = med("launch", "juv_run"), med("launch", "marimo_sandbox")
@@ -213,7 +214,8 @@ def readme_table(result: dict[str, Any]) -> list[str]:
         f"| `envsync check` / `envsync sync` on a built env, whole processes | {ms(check)} / {ms(reuse)} "
         f"({x(check, help_)} / {x(reuse, help_)} `--help`) |",
         f"| first build of the reference lock, warm cache | {ms(build)}: {x(build, copy)} raw uv with copies"
-        f"{rounds('build', 'envsync_sync', 'uv_copy')}, {x(build, hard)} uv's hard links |",
+        f"{rounds('build', 'envsync_sync', 'uv_copy')}, {x(build, offline)} uv with copies from its cache alone "
+        f"(`--offline`, as envsync asks first), {x(build, hard)} uv's hard links |",
         f"| first kernel of a new env, POST to the first execute reply | {ms(first)} (a new pip-made venv: {ms(pip_first)}; "
         f"{x(first, pip_first)}{rounds('kernels', 'envsync_first', 'pip_first')}) |",
         f"| warm `envsync launch` to the gateway answering `GET /api` | {ms(launch)} (`jupyter kernelgateway`: {ms(kg)}, "

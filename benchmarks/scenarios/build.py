@@ -10,6 +10,9 @@ source changed since it was last hashed, so sharing one cache made every envsync
 followed a hard-linking one hash all its files (1-2 s more here). A user who also installs
 the same wheels with hard links from the cache envsync uses pays that once after each such
 install.
+envsync asks uv for the wheels from its cache alone first (`--offline`), and raw `uv pip sync`
+asks the index for every package's page again: the `--offline` row is raw uv doing what
+envsync does.
 Nothing is deleted until every figure is taken: on this machine's ext4 (no journal), files
 created within a minute or more of a mass delete skip each freed inode, which made a build
 right after a delete several times slower than the same build later. The pip venvs (with
