@@ -166,27 +166,23 @@ def test_a_build_whose_wheels_uv_holds_does_not_need_the_index(
     for name, version in BASE.items():
         index.add(name, version)
     index.start()
-    cold: list[ProgressEvent] = []
-    events: list[ProgressEvent] = []
+    shown: dict[str, list[ProgressEvent]] = {"a": [], "b": []}
+
+    def build(home: str) -> SyncResult:
+        return sync(
+            lock=lock,
+            project="demo",
+            notebook=Path("n.ipynb"),
+            settings=settings_at(tmp_path / home, index.url),
+            progress=shown[home].append,
+        )
+
     try:
         lock = make_lock(index)
-        first = sync(
-            lock=lock,
-            project="demo",
-            notebook=Path("n.ipynb"),
-            settings=settings_at(tmp_path / "a", index.url),
-            progress=cold.append,
-        )
+        first = build("a")
         assert any(path.endswith(".whl") for path in index.served)
         index.served.clear()
-        # Another envsync home builds the same lock: from uv's cache alone.
-        again = sync(
-            lock=lock,
-            project="demo",
-            notebook=Path("n.ipynb"),
-            settings=settings_at(tmp_path / "b", index.url),
-            progress=events.append,
-        )
+        again = build("b")  # another envsync home, the same lock: from uv's cache alone
     finally:
         index.stop()
     assert index.served == []
@@ -195,9 +191,9 @@ def test_a_build_whose_wheels_uv_holds_does_not_need_the_index(
     assert imported_versions(again.python, sorted(BASE)) == BASE
     # Each build shows what uv installed, and neither shows the cache-only attempt that
     # could not install (the first build's cache was empty).
-    for shown in (cold, events):
-        assert len([e for e in shown if e.phase == "install" and e.message.startswith("+ ")]) == len(BASE)
-        assert not [e.message for e in shown if "cache" in e.message.lower() or "error" in e.message.lower()]
+    for events in shown.values():
+        assert len([e for e in events if e.phase == "install" and e.message.startswith("+ ")]) == len(BASE)
+        assert not [e.message for e in events if "cache" in e.message.lower() or "error" in e.message.lower()]
     wait_for_bytecode_compiles(first.env)
     wait_for_bytecode_compiles(again.env)
 
