@@ -91,10 +91,10 @@ def test_a_quick_run_of_the_offline_scenario_writes_results_the_report_reads(tmp
     assert data["quick"] is True and data["machine"]["cores"] >= 1
     assert {"python", "uv", "kernel_gateway", "load_average_at_start"} <= set(data["machine"])
     scaling = data["scenarios"]["scaling"]
-    assert [s["packages"] for s in scaling["sizes"]] == [10, 50]
+    assert [s["packages"] for s in scaling["sizes"]] == [10, 20]
     assert all(0 < r["min_s"] <= r["median_s"] <= r["max_s"] for r in scaling["rows"])
     assert scaling["sizes"][0]["lock_bytes"] < scaling["sizes"][1]["lock_bytes"]
     out = harness("report", "--results", results, "--docs", tmp_path, "--readme", tmp_path / "no-readme.md")
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "performance.md").read_text()
-    assert "| 50 |" in text and "`envsync check NB`, 50 packages" in text
+    assert "| 20 |" in text and "`envsync check NB`, 20 packages" in text
