@@ -137,7 +137,7 @@ def markdown(result: dict[str, Any], source: Path) -> str:
         "",
         "```",
         ".venv/bin/python -m pip install -e '.[bench]'",
-        ".venv/bin/python -m benchmarks run            # about 40 minutes here; --quick checks the harness in about 2",
+        ".venv/bin/python -m benchmarks run            # about 40 minutes here; --quick checks the harness in under 3",
         ".venv/bin/python -m benchmarks report         # this file, performance.png and the README's table",
         "```",
         "",
